@@ -1,0 +1,38 @@
+"""The error hierarchy every stage raises; the CLI prints any of them as one line.
+
+Messages say what is wrong and what to do about it. Where several things are wrong at once
+(a checkpoint missing both its config and its tokenizer), stages collect them and raise one
+error listing all of them.
+"""
+
+from __future__ import annotations
+
+
+class EdgelmError(Exception):
+    """Base of every error edgelm raises on purpose."""
+
+    def __init__(self, *problems: str):
+        if not problems:
+            raise TypeError("an EdgelmError needs at least one problem")
+        self.problems = tuple(problems)
+        super().__init__("; ".join(self.problems))
+
+
+class BundleError(EdgelmError):
+    """A bundle folder is missing, damaged, or of an unsupported format version."""
+
+
+class ExportError(EdgelmError):
+    """A checkpoint cannot be exported as asked (bad source, unsupported model, bad task, OUT exists)."""
+
+
+class ParityError(ExportError):
+    """The exported graph does not reproduce the source model; nothing was written."""
+
+
+class QuantizeError(EdgelmError):
+    """A quantization cannot be done as asked, or its result failed the accuracy gate."""
+
+
+class GenerationError(EdgelmError):
+    """A runtime call got bad arguments (empty prompt, bad sampling value, wrong task)."""

@@ -1,0 +1,92 @@
+"""Human-readable printing of bundles: what export did, and what `edgelm inspect` shows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnxruntime as ort
+from rich.console import Console
+from rich.table import Table
+
+from edgelm.runtime.manifest import Manifest, check_files, read_manifest
+
+console = Console()
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def _bundle_bytes(manifest: Manifest) -> int:
+    return sum(meta["bytes"] for meta in manifest.files.values())
+
+
+def verification_line(v: dict) -> str:
+    parts = [f"max|diff| {v['max_abs_diff']:.2e} (tol {v['tolerance']:.1e})"]
+    if "greedy_equal" in v:
+        parts.append(f"{v['greedy_tokens']} greedy tokens {'equal' if v['greedy_equal'] else 'DIFFER'}")
+    if "min_cosine" in v:
+        parts.append(f"min cosine {v['min_cosine']:.6f}")
+    if "argmax_agreement" in v:
+        parts.append(f"argmax agreement {v['argmax_agreement']:.1%}")
+    parts.append("tokenizer ids equal" if v.get("tokenizer_ids_equal") else "tokenizer ids DIFFER")
+    parts.append("weights stored once" if v.get("weights_stored_once") else "weights DUPLICATED")
+    return ", ".join(parts)
+
+
+def print_export_summary(out: Path, manifest: Manifest) -> None:
+    v = manifest.verification
+    console.print(
+        f"[green]exported[/] {manifest.source['model_type']} ({manifest.task}) -> {out}  "
+        f"[{_mb(_bundle_bytes(manifest))}, {len(manifest.files)} files]"
+    )
+    console.print(f"  verified against transformers: {verification_line(v)}")
+    if v.get("greedy_text"):
+        console.print(f"  greedy continuation: {v['greedy_text']!r}")
+
+
+def print_inspection(bundle: Path, fast: bool = False, as_json: bool = False) -> None:
+    manifest = read_manifest(bundle)
+    if as_json:
+        console.print_json(json.dumps(manifest.to_dict()))
+        return
+    notes = check_files(bundle, manifest, fast=fast)
+    src = manifest.source
+    console.print(f"[bold]{bundle}[/]  edgelm bundle v{manifest.format_version} (written by edgelm {manifest.edgelm_version})")
+    console.print(f"  task        {manifest.task}")
+    console.print(f"  source      {src.get('architecture')} ({src.get('model_type')}, family {src.get('family')}) from {src.get('path')}")
+    console.print(f"  precision   {manifest.precision}")
+    console.print(f"  graph       {manifest.graph_file} opset {manifest.opset}, {_mb(_bundle_bytes(manifest))} in {len(manifest.files)} files")
+    console.print(f"  max context {manifest.max_context} tokens")
+    console.print(f"  special     {manifest.special_tokens}")
+    if manifest.generation:
+        console.print(f"  generation  {manifest.generation}")
+    if manifest.labels:
+        console.print(f"  labels      {', '.join(manifest.labels)}")
+    if manifest.pooling:
+        console.print(f"  pooling     {manifest.pooling.mode}, normalize={manifest.pooling.normalize} -> {manifest.pooling.output} ({manifest.pooling.dimension})")
+    if manifest.kv_cache:
+        kv = manifest.kv_cache
+        console.print(
+            f"  kv cache    {kv.num_layers} layers x {kv.num_kv_heads} KV heads x {kv.head_size} head size, "
+            f"{kv.dtype}, axes ({', '.join(kv.axes)}), names {kv.past_key} -> {kv.present_key}"
+        )
+    console.print(_io_table(manifest))
+    if manifest.verification:
+        console.print(f"  verification: {verification_line(manifest.verification)}")
+    console.print(f"  providers   available: {', '.join(ort.get_available_providers())}")
+    console.print(f"  files       [green]all {len(manifest.files)} match the manifest[/]" + (f" ({'; '.join(notes)})" if notes else ""))
+
+
+def _io_table(manifest: Manifest) -> Table:
+    table = Table("", "name", "dtype", "shape", box=None, padding=(0, 1))
+    shown_inputs = [t for t in manifest.inputs if not t.name.startswith("past_key_values.")]
+    shown_outputs = [t for t in manifest.outputs if not t.name.startswith("present.")]
+    for kind, specs, hidden in (("in", shown_inputs, len(manifest.inputs) - len(shown_inputs)),
+                                ("out", shown_outputs, len(manifest.outputs) - len(shown_outputs))):
+        for t in specs:
+            table.add_row(kind, t.name, t.dtype, f"({', '.join(map(str, t.shape))})")
+        if hidden:
+            table.add_row(kind, f"... {hidden} KV tensors", manifest.kv_cache.dtype, "(see kv cache)")
+    return table

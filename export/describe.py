@@ -1,0 +1,80 @@
+"""Read, from the loaded model and tokenizer, what the manifest records besides the graph."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgelm.export.source import Source
+from edgelm.runtime.manifest import Pooling, SpecialTokens
+
+# generation_config.json keys a runtime can honour; others (beam search...) are not recorded.
+GENERATION_KEYS = ("do_sample", "temperature", "top_k", "top_p", "repetition_penalty", "max_new_tokens")
+# A tokenizer's model_max_length above this is transformers' "no limit" sentinel.
+_NO_LIMIT = 10**8
+
+
+def special_tokens(tokenizer: Any, hf_model: Any) -> SpecialTokens:
+    """bos/eos/pad/unk/mask ids; eos as transformers' generate takes it (generation config first)."""
+    config = hf_model.config
+    generation = getattr(hf_model, "generation_config", None)
+    eos_source = next(
+        (v for v in (getattr(generation, "eos_token_id", None), config.eos_token_id, tokenizer.eos_token_id) if v is not None),
+        None,
+    )
+    eos = [int(t) for t in (eos_source if isinstance(eos_source, (list, tuple)) else [eos_source]) if t is not None]
+    pad = tokenizer.pad_token_id
+    if pad is None:
+        pad = getattr(generation, "pad_token_id", None) or config.pad_token_id
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else config.bos_token_id
+    return SpecialTokens(bos=bos, eos=tuple(eos), pad=pad, unk=tokenizer.unk_token_id, mask=tokenizer.mask_token_id)
+
+
+def generation_defaults(hf_model: Any) -> dict[str, Any]:
+    """Sampling defaults from generation_config.json (only keys that differ from greedy)."""
+    generation = getattr(hf_model, "generation_config", None)
+    if generation is None:
+        return {}
+    diff = generation.to_diff_dict()
+    return {k: diff[k] for k in GENERATION_KEYS if k in diff}
+
+
+def max_context(source: Source, tokenizer: Any, model: Any) -> int:
+    """Longest input the bundle accepts: the position table, capped by tokenizer and pooling limits."""
+    limit = source.family.max_context(source.config)
+    if source.family.kind.value == "encoder":
+        if 0 < tokenizer.model_max_length < _NO_LIMIT:
+            limit = min(limit, tokenizer.model_max_length)
+        if getattr(model, "max_seq_length", None):  # sentence-transformers' own limit
+            limit = min(limit, model.max_seq_length)
+    return int(limit)
+
+
+def labels(source: Source) -> tuple[str, ...] | None:
+    """Class names by index for classifiers, from config.id2label."""
+    if source.task not in ("text-classification", "token-classification"):
+        return None
+    id2label = source.config.id2label
+    return tuple(str(id2label[i]) for i in range(len(id2label)))
+
+
+def pooling(model: Any, output_name: str = "sentence_embedding") -> Pooling | None:
+    """The pooling a sentence-transformers model traced into the graph."""
+    if not hasattr(model, "_first_module"):
+        return None
+    from sentence_transformers import models
+
+    pool = next(m for m in model if isinstance(m, models.Pooling))
+    return Pooling(
+        mode=_pooling_mode(pool.get_config_dict()),
+        normalize=any(isinstance(m, models.Normalize) for m in model),
+        output=output_name,
+        dimension=int((getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension)()),
+    )
+
+
+def _pooling_mode(config: dict[str, Any]) -> str:
+    """'mean', 'cls', ... from a Pooling config (sentence-transformers >= 5.7 or its older flags)."""
+    if isinstance(config.get("pooling_mode"), str):
+        return config["pooling_mode"]
+    flags = [k.removeprefix("pooling_mode_") for k, on in config.items() if k.startswith("pooling_mode_") and on]
+    return "+".join(f.removesuffix("_tokens").removesuffix("_token") for f in flags) or "mean"

@@ -1,0 +1,61 @@
+"""What a model family declaration says, and the generic code that reads it.
+
+A family states only how it differs: which config keys hold its sizes (aliases spelled out,
+first match wins), whether its graph takes position ids or token type ids, how many position
+slots it reserves, its default pooling, and the tasks it supports. Generic code calls the
+methods below and never branches on model_type.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from edgelm.errors import ExportError
+from edgelm.runtime.kv_layout import KVLayout
+
+
+class Kind(str, Enum):
+    DECODER = "decoder"
+    ENCODER = "encoder"
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    kind: Kind
+    model_types: tuple[str, ...]
+    tasks: tuple[str, ...]
+    num_layers: tuple[str, ...]
+    num_heads: tuple[str, ...]
+    hidden_size: tuple[str, ...]
+    max_positions: tuple[str, ...]
+    num_kv_heads: tuple[str, ...] = ()  # none found -> same as num_heads (no GQA)
+    head_size: tuple[str, ...] = ()  # none found -> hidden_size // num_heads
+    position_ids: bool = False  # decoder graph takes position_ids
+    token_type_ids: bool = False  # encoder graph may take token_type_ids
+    reserved_positions: int = 0  # RoBERTa keeps padding_idx + 1 slots out of the table
+    pooling: str = "mean"  # sentence pooling when the checkpoint does not say
+
+    def hparam(self, config: Any, names: tuple[str, ...], default: Any = None) -> Any:
+        """First of NAMES set on CONFIG (llama.cpp's find_hparam)."""
+        for name in names:
+            value = getattr(config, name, None)
+            if value is not None:
+                return value
+        if default is not None:
+            return default
+        raise ExportError(f"{self.name} config has none of {', '.join(names)}; the checkpoint's config.json is incomplete")
+
+    def kv_layout(self, config: Any) -> KVLayout:
+        heads = self.hparam(config, self.num_heads)
+        hidden = self.hparam(config, self.hidden_size)
+        return KVLayout(
+            num_layers=self.hparam(config, self.num_layers),
+            num_kv_heads=self.hparam(config, self.num_kv_heads, default=heads) if self.num_kv_heads else heads,
+            head_size=self.hparam(config, self.head_size, default=hidden // heads) if self.head_size else hidden // heads,
+        )
+
+    def max_context(self, config: Any) -> int:
+        return int(self.hparam(config, self.max_positions)) - self.reserved_positions

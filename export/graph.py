@@ -1,0 +1,114 @@
+"""Produce the ONNX graph with optimum's exporters and read back its I/O contract.
+
+optimum writes model.onnx (plus model.onnx_data past protobuf's 2 GB limit) and ties the
+LM head to the embedding (MatMul over Transpose(embed_tokens)), so no weight is stored twice.
+We check the graph's names against the one naming function in edgelm.runtime.kv_layout.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+from edgelm.errors import ExportError
+from edgelm.export.source import Source
+from edgelm.export.tasks import OPTIMUM_TASK
+from edgelm.runtime.kv_layout import KVLayout
+from edgelm.runtime.manifest import TensorSpec
+
+GRAPH_FILE = "model.onnx"
+_ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
+               "tensor(int32)": "int32", "tensor(bool)": "bool"}
+
+
+def export_graph(model: Any, source: Source, bundle_dir: Path, opset: int | None = None) -> tuple[str, ...]:
+    """Export MODEL into BUNDLE_DIR/model.onnx; returns the external data files written beside it."""
+    from optimum.exporters.onnx import onnx_export_from_model
+
+    library = {"library_name": "sentence_transformers"} if source.task == "feature-extraction" else {}
+    with tempfile.TemporaryDirectory(dir=bundle_dir) as work, _quiet():
+        try:
+            onnx_export_from_model(
+                model, work, task=OPTIMUM_TASK[source.task], opset=opset, do_validation=False, **library
+            )
+        except Exception as e:  # optimum/torch.onnx raise many unrelated types; report the first line
+            raise ExportError(f"optimum could not export {source.path}: {str(e).splitlines()[0]}") from e
+        produced = sorted(p.name for p in Path(work).iterdir() if p.name.startswith(GRAPH_FILE))
+        if GRAPH_FILE not in produced:
+            raise ExportError(f"optimum produced no {GRAPH_FILE} for {source.path}")
+        for name in produced:
+            shutil.move(str(Path(work) / name), bundle_dir / name)
+    return tuple(n for n in produced if n != GRAPH_FILE)
+
+
+def graph_io(session: Any) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """Inputs and outputs of an onnxruntime session as manifest TensorSpecs."""
+
+    def spec(arg) -> TensorSpec:
+        shape = tuple(d if isinstance(d, (int, str)) else "?" for d in arg.shape)
+        return TensorSpec(arg.name, _ORT_DTYPES.get(arg.type, arg.type), shape)
+
+    return tuple(map(spec, session.get_inputs())), tuple(map(spec, session.get_outputs()))
+
+
+def check_decoder_io(inputs, outputs, layout: KVLayout, position_ids: bool) -> None:
+    """The decoder graph must carry exactly the names the runtime will feed and fetch."""
+    have_in, have_out = {t.name for t in inputs}, {t.name for t in outputs}
+    need_in = {"input_ids", "attention_mask"} | {n for pair in layout.past_names() for n in pair}
+    need_in |= {"position_ids"} if position_ids else set()
+    need_out = {"logits"} | {n for pair in layout.present_names() for n in pair}
+    missing = sorted(need_in - have_in) + sorted(need_out - have_out)
+    if missing:
+        raise ExportError(f"exported graph lacks {', '.join(missing[:6])}; this optimum version names I/O differently")
+    shapes = {t.name: t.shape for t in inputs}
+    past_key = shapes[layout.past_names()[0][0]]
+    if past_key[1] != layout.num_kv_heads or past_key[3] != layout.head_size:
+        raise ExportError(
+            f"graph KV shape {past_key} disagrees with the config ({layout.num_kv_heads} KV heads, head size {layout.head_size})"
+        )
+
+
+def graph_opset(path: Path) -> int:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+
+
+def stored_weight_elements(path: Path) -> int:
+    """Elements held by the graph's initializers (dims only; external data is not read)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    total = 0
+    for init in model.graph.initializer:
+        count = 1
+        for d in init.dims:
+            count *= d
+        total += count
+    return total
+
+
+class _quiet:
+    """Silence torch.onnx tracer warnings and optimum/transformers info logs during export."""
+
+    def __enter__(self):
+        self._warnings = warnings.catch_warnings()
+        self._warnings.__enter__()
+        warnings.simplefilter("ignore")
+        self._levels = {}
+        for name in ("optimum", "transformers", "torch.onnx", "sentence_transformers"):
+            logger = logging.getLogger(name)
+            self._levels[name] = logger.level
+            logger.setLevel(logging.ERROR)
+        return self
+
+    def __exit__(self, *exc):
+        for name, level in self._levels.items():
+            logging.getLogger(name).setLevel(level)
+        self._warnings.__exit__(*exc)
+        return False

@@ -1,0 +1,243 @@
+"""manifest.json: the only contract between export, quantize and the runtime.
+
+A bundle is a folder holding an ONNX graph, a tokenizer and this manifest. Everything a
+runtime in any language needs is here: graph I/O with dtypes and dynamic axes, the KV cache
+layout, special tokens, limits, generation defaults, labels, pooling, precision, the
+verification results, and the sha256 and size of every file. docs/bundle-format.md
+documents each field.
+
+Export writes format_version 1; a reader refuses a newer major version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from edgelm.errors import BundleError
+from edgelm.runtime.kv_layout import KVLayout
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+# Files above this size are only size-checked in fast mode (hashing 500 MB costs ~1 s).
+FAST_HASH_LIMIT = 64 * 1024 * 1024
+
+DECODER_TASKS = ("text-generation",)
+ENCODER_TASKS = ("feature-extraction", "text-classification", "token-classification", "fill-mask")
+TASKS = DECODER_TASKS + ENCODER_TASKS
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One graph input or output: name, element type, and shape (ints or dim names)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | str, ...]
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TensorSpec":
+        return cls(name=d["name"], dtype=d["dtype"], shape=tuple(d["shape"]))
+
+
+@dataclass(frozen=True)
+class SpecialTokens:
+    bos: int | None = None
+    eos: tuple[int, ...] = ()
+    pad: int | None = None
+    unk: int | None = None
+    mask: int | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SpecialTokens":
+        return cls(**{**d, "eos": tuple(d.get("eos", ()))})
+
+
+@dataclass(frozen=True)
+class Pooling:
+    """How token states become one sentence vector (applied inside the graph)."""
+
+    mode: str  # mean | cls | max | lasttoken | weightedmean
+    normalize: bool
+    output: str  # graph output that holds the pooled vector
+    dimension: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    task: str
+    source: dict[str, Any]
+    graph_file: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    tokenizer_file: str
+    special_tokens: SpecialTokens
+    max_context: int
+    opset: int = 0
+    external_data: tuple[str, ...] = ()
+    kv_cache: KVLayout | None = None
+    chat_template_file: str | None = None
+    generation: dict[str, Any] = field(default_factory=dict)
+    labels: tuple[str, ...] | None = None
+    pooling: Pooling | None = None
+    precision: dict[str, Any] = field(default_factory=lambda: {"weights": "fp32", "method": None})
+    verification: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+    edgelm_version: str = ""
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise BundleError(f"manifest task {self.task!r} is not one of {', '.join(TASKS)}")
+        if self.task in DECODER_TASKS and self.kv_cache is None:
+            raise BundleError(f"manifest for {self.task} has no kv_cache section; re-export the bundle")
+
+    @property
+    def is_decoder(self) -> bool:
+        return self.task in DECODER_TASKS
+
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.inputs]
+
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.outputs]
+
+    def with_files(self, folder: Path) -> "Manifest":
+        """The same manifest with `files` listing every file now in `folder` (but itself)."""
+        return replace(self, files=hash_files(folder))
+
+    # -- (de)serialisation --------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": self.format_version,
+            "edgelm_version": self.edgelm_version,
+            "task": self.task,
+            "source": self.source,
+            "graph": {
+                "file": self.graph_file,
+                "external_data": list(self.external_data),
+                "opset": self.opset,
+                "inputs": [_spec_dict(t) for t in self.inputs],
+                "outputs": [_spec_dict(t) for t in self.outputs],
+            },
+            "kv_cache": self.kv_cache.to_dict() if self.kv_cache else None,
+            "tokenizer": {"file": self.tokenizer_file, "chat_template": self.chat_template_file},
+            "special_tokens": {**asdict(self.special_tokens), "eos": list(self.special_tokens.eos)},
+            "max_context": self.max_context,
+            "generation": self.generation,
+            "labels": list(self.labels) if self.labels is not None else None,
+            "pooling": asdict(self.pooling) if self.pooling else None,
+            "precision": self.precision,
+            "verification": self.verification,
+            "files": self.files,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Manifest":
+        version = d.get("format_version")
+        if not isinstance(version, int):
+            raise BundleError("manifest.json has no integer format_version; this is not an edgelm bundle")
+        if version > FORMAT_VERSION:
+            raise BundleError(
+                f"bundle format_version {version} is newer than this edgelm reads ({FORMAT_VERSION}); "
+                "upgrade edgelm"
+            )
+        try:
+            graph, tok = d["graph"], d["tokenizer"]
+            return cls(
+                format_version=version,
+                edgelm_version=d.get("edgelm_version", ""),
+                task=d["task"],
+                source=d.get("source", {}),
+                graph_file=graph["file"],
+                external_data=tuple(graph.get("external_data", ())),
+                opset=graph.get("opset", 0),
+                inputs=tuple(TensorSpec.from_dict(t) for t in graph["inputs"]),
+                outputs=tuple(TensorSpec.from_dict(t) for t in graph["outputs"]),
+                kv_cache=KVLayout.from_dict(d["kv_cache"]) if d.get("kv_cache") else None,
+                tokenizer_file=tok["file"],
+                chat_template_file=tok.get("chat_template"),
+                special_tokens=SpecialTokens.from_dict(d.get("special_tokens", {})),
+                max_context=int(d["max_context"]),
+                generation=d.get("generation", {}),
+                labels=tuple(d["labels"]) if d.get("labels") is not None else None,
+                pooling=Pooling(**d["pooling"]) if d.get("pooling") else None,
+                precision=d.get("precision", {}),
+                verification=d.get("verification", {}),
+                files=d.get("files", {}),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise BundleError(f"manifest.json is malformed ({type(e).__name__}: {e}); re-export the bundle") from e
+
+    def write(self, folder: Path) -> Path:
+        path = Path(folder) / MANIFEST_NAME
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+
+def _spec_dict(t: TensorSpec) -> dict:
+    return {"name": t.name, "dtype": t.dtype, "shape": list(t.shape)}
+
+
+def read_manifest(folder: str | Path) -> Manifest:
+    """Parse FOLDER/manifest.json, with an actionable error when it is not a bundle."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise BundleError(f"bundle folder {folder} does not exist; pass the OUT folder of `edgelm export`")
+    path = folder / MANIFEST_NAME
+    if not path.is_file():
+        raise BundleError(f"{folder} has no {MANIFEST_NAME}; it is not an edgelm bundle (run `edgelm export` first)")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BundleError(f"{path} is not readable JSON ({e}); re-export the bundle") from e
+    return Manifest.from_dict(data)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def hash_files(folder: Path) -> dict[str, dict[str, Any]]:
+    """sha256 and size of every file below FOLDER except the manifest, by relative path."""
+    folder = Path(folder)
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and p.name != MANIFEST_NAME:
+            rel = p.relative_to(folder).as_posix()
+            out[rel] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+    return out
+
+
+def check_files(folder: str | Path, manifest: Manifest, fast: bool = False) -> list[str]:
+    """Compare the folder with manifest.files; returns notes on what was skipped.
+
+    fast=True checks every size but hashes only files below FAST_HASH_LIMIT.
+    Raises BundleError listing every missing, resized or altered file at once.
+    """
+    folder = Path(folder)
+    problems, notes = [], []
+    for rel, meta in manifest.files.items():
+        p = folder / rel
+        if not p.is_file():
+            problems.append(f"{rel} is missing")
+            continue
+        size = p.stat().st_size
+        if size != meta["bytes"]:
+            problems.append(f"{rel} has {size} bytes, manifest says {meta['bytes']}")
+        elif fast and size > FAST_HASH_LIMIT:
+            notes.append(f"{rel}: size checked, hash skipped (fast mode)")
+        elif sha256_file(p) != meta["sha256"]:
+            problems.append(f"{rel} does not match its sha256")
+    if problems:
+        raise BundleError(
+            f"bundle {folder} is damaged: " + "; ".join(problems) + "; copy or re-export the bundle"
+        )
+    return notes

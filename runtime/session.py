@@ -1,0 +1,43 @@
+"""Open an onnxruntime session for a bundle on the chosen execution provider."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import onnxruntime as ort
+
+from edgelm.errors import BundleError
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+def resolve_provider(provider: str = "auto") -> str:
+    """'auto' -> CUDA when onnxruntime offers it, else CPU with a warning; 'cuda' fails clearly."""
+    available = ort.get_available_providers()
+    if provider == "auto":
+        if PROVIDERS["cuda"] in available:
+            return "cuda"
+        warnings.warn("CUDA execution provider not available; running on CPU", RuntimeWarning, stacklevel=3)
+        return "cpu"
+    if provider not in PROVIDERS:
+        raise BundleError(f"provider {provider!r} is not one of auto, cpu, cuda")
+    if PROVIDERS[provider] not in available:
+        raise BundleError(
+            f"provider {provider!r} is not available in this onnxruntime ({', '.join(available)}); "
+            "install onnxruntime-gpu (pip install 'edgelm[gpu]') or use provider='cpu'"
+        )
+    return provider
+
+
+def open_session(graph: Path, provider: str = "cpu", threads: int | None = None) -> ort.InferenceSession:
+    """An InferenceSession with full graph optimisation; `threads` caps intra-op threads."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only; onnxruntime's warnings are not the user's business
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    try:
+        return ort.InferenceSession(str(graph), sess_options=options, providers=[PROVIDERS[provider]])
+    except Exception as e:  # onnxruntime raises bare RuntimeError/Fail subclasses
+        raise BundleError(f"onnxruntime cannot load {graph.name}: {str(e).splitlines()[0]}; re-export the bundle") from e
