@@ -11,7 +11,7 @@ from rich.table import Table
 
 from edgelm.runtime.manifest import Manifest, check_files, read_manifest
 
-console = Console()
+console = Console(soft_wrap=True)  # long lines stay whole when piped
 
 
 def _mb(n: int) -> str:
@@ -25,7 +25,8 @@ def _bundle_bytes(manifest: Manifest) -> int:
 def verification_line(v: dict) -> str:
     parts = [f"max|diff| {v['max_abs_diff']:.2e} (tol {v['tolerance']:.1e})"]
     if "greedy_equal" in v:
-        parts.append(f"{v['greedy_tokens']} greedy tokens {'equal' if v['greedy_equal'] else 'DIFFER'}")
+        counts = "+".join(map(str, v["greedy_tokens"]))
+        parts.append(f"greedy tokens ({counts}) {'equal' if v['greedy_equal'] else 'DIFFER'}")
     if "min_cosine" in v:
         parts.append(f"min cosine {v['min_cosine']:.6f}")
     if "argmax_agreement" in v:
@@ -33,6 +34,18 @@ def verification_line(v: dict) -> str:
     parts.append("tokenizer ids equal" if v.get("tokenizer_ids_equal") else "tokenizer ids DIFFER")
     parts.append("weights stored once" if v.get("weights_stored_once") else "weights DUPLICATED")
     return ", ".join(parts)
+
+
+def short_verification(v: dict) -> str:
+    """A table cell: the headline parity numbers."""
+    parts = [f"|diff| {v['max_abs_diff']:.1e}"]
+    if "greedy_equal" in v:
+        parts.append(f"greedy {'+'.join(map(str, v['greedy_tokens']))} {'equal' if v['greedy_equal'] else 'DIFFER'}")
+    if "min_cosine" in v:
+        parts.append(f"cos {v['min_cosine']:.6f}")
+    if "argmax_agreement" in v:
+        parts.append(f"argmax {v['argmax_agreement']:.0%}")
+    return ", ".join(parts) + (" ok" if v.get("passed") else " FAILED")
 
 
 def print_export_summary(out: Path, manifest: Manifest) -> None:

@@ -2,7 +2,8 @@
 
 Decoders: max abs logit difference on a prompt, and the first 32 greedy tokens equal through
 the KV-cache path (prefill, then one token per step, as the runtime decodes) to transformers'
-generate. Encoders: max abs difference of the task output, cosine of pooled embeddings, and
+generate, on each verification prompt; like generate, a prompt's comparison ends at eos (past
+eos a chat model continues out of distribution, where near-ties make argmax meaningless). Encoders: max abs difference of the task output, cosine of pooled embeddings, and
 argmax agreement for classifiers. Both: the bundle's tokenizer.json gives transformers' ids.
 Any failed check raises ParityError listing all of them; export then writes nothing.
 """
@@ -22,7 +23,10 @@ from edgelm.runtime.manifest import Manifest
 GREEDY_TOKENS = 32
 ATOL, RTOL = 1e-3, 1e-3  # |onnx - torch| <= ATOL + RTOL * max|torch|
 MIN_COSINE = 0.9999
-DECODER_PROMPT = "What is the capital of France?"
+DECODER_PROMPTS = (
+    "What is the capital of France?",  # a short, checkable answer
+    "Write a short story about a robot who learns to paint.",  # a long one: 32 tokens before eos
+)
 ENCODER_TEXTS = (
     "The quick brown fox jumps over the lazy dog.",
     "Paris is the capital and largest city of France.",
@@ -37,7 +41,7 @@ def verify(model: Any, tokenizer: Any, session: Any, manifest: Manifest, bundle_
            stored_elements: int) -> dict[str, Any]:
     """Run every check; returns the results for the manifest, or raises ParityError."""
     checks = _verify_decoder if manifest.is_decoder else _verify_encoder
-    texts = [DECODER_PROMPT, *ENCODER_TEXTS, _chat_text(tokenizer)]
+    texts = [*DECODER_PROMPTS, *ENCODER_TEXTS, *(_chat_text(tokenizer, p) for p in DECODER_PROMPTS)]
     results = {"tokenizer_ids_equal": _tokenizer_matches(tokenizer, bundle_dir / manifest.tokenizer_file, texts)}
     results.update(checks(model, tokenizer, session, manifest))
     parameters = sum(p.numel() for p in hf_model_of(model).parameters())
@@ -57,7 +61,8 @@ def _failures(r: dict[str, Any]) -> list[str]:
     if r["max_abs_diff"] > r["tolerance"]:
         failed.append(f"max abs difference {r['max_abs_diff']:.3g} exceeds tolerance {r['tolerance']:.3g}")
     if r.get("greedy_equal") is False:
-        failed.append(f"greedy tokens diverge from transformers at step {r['greedy_first_mismatch']}")
+        prompt, step = r["greedy_first_mismatch"]
+        failed.append(f"greedy tokens diverge from transformers at step {step} of verification prompt {prompt}")
     if r.get("min_cosine", 1.0) < MIN_COSINE:
         failed.append(f"embedding cosine {r['min_cosine']:.6f} is below {MIN_COSINE}")
     if r.get("argmax_agreement", 1.0) < 1.0:
@@ -67,19 +72,19 @@ def _failures(r: dict[str, Any]) -> list[str]:
     return failed
 
 
-def _chat_text(tokenizer: Any) -> str:
-    """The verification prompt rendered by the chat template (the prompt itself if none)."""
+def _chat_text(tokenizer: Any, prompt: str) -> str:
+    """PROMPT rendered by the chat template (PROMPT itself if there is none)."""
     if getattr(tokenizer, "chat_template", None):
-        messages = [{"role": "user", "content": DECODER_PROMPT}]
+        messages = [{"role": "user", "content": prompt}]
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return DECODER_PROMPT
+    return prompt
 
 
-def _decoder_prompt_ids(tokenizer: Any) -> list[int]:
+def _decoder_prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
     """Prompt ids as transformers builds them: a rendered chat template gets no extra special tokens."""
     if getattr(tokenizer, "chat_template", None):
-        return tokenizer(_chat_text(tokenizer), add_special_tokens=False)["input_ids"]
-    return tokenizer(DECODER_PROMPT)["input_ids"]
+        return tokenizer(_chat_text(tokenizer, prompt), add_special_tokens=False)["input_ids"]
+    return tokenizer(prompt)["input_ids"]
 
 
 def _tokenizer_matches(tokenizer: Any, tokenizer_json: Path, texts: list[str]) -> bool:
@@ -100,28 +105,37 @@ def _verify_decoder(model: Any, tokenizer: Any, session: Any, manifest: Manifest
     import torch
     from transformers import GenerationConfig
 
-    prompt_ids = _decoder_prompt_ids(tokenizer)
-    ids = torch.tensor([prompt_ids])
-    with torch.no_grad():
-        reference = model(ids).logits.numpy()  # (1, seq, vocab)
-        greedy = GenerationConfig(max_new_tokens=GREEDY_TOKENS, do_sample=False, num_beams=1,
-                                  eos_token_id=None, pad_token_id=0)  # no early stop: compare all 32
-        torch_tokens = model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=greedy)
-    torch_tokens = torch_tokens[0, len(prompt_ids):].tolist()
     graph = DecoderGraph(session, manifest)
-    onnx_logits = graph.forward(graph.new_cache(batch=1), np.asarray([prompt_ids]))
-    onnx_tokens = greedy_continuation(graph, prompt_ids, GREEDY_TOKENS)
-    mismatch = next((i for i, (a, b) in enumerate(zip(torch_tokens, onnx_tokens)) if a != b), None)
-    if mismatch is None and len(torch_tokens) != len(onnx_tokens):
-        mismatch = min(len(torch_tokens), len(onnx_tokens))
+    eos = manifest.special_tokens.eos
+    compared, mismatch, texts, max_diff, tolerance = [], None, [], 0.0, 0.0
+    for index, prompt in enumerate(DECODER_PROMPTS):
+        prompt_ids = _decoder_prompt_ids(tokenizer, prompt)[: manifest.max_context // 2]
+        budget = min(GREEDY_TOKENS, manifest.max_context - len(prompt_ids))  # stay inside the position table
+        greedy = GenerationConfig(max_new_tokens=budget, do_sample=False, num_beams=1,
+                                  eos_token_id=list(eos) or None, pad_token_id=manifest.special_tokens.pad or 0)
+        ids = torch.tensor([prompt_ids])
+        with torch.no_grad():
+            reference = model(ids).logits.numpy()  # (1, seq, vocab)
+            torch_tokens = model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=greedy)
+        torch_tokens = torch_tokens[0, len(prompt_ids):].tolist()
+        onnx_logits = graph.forward(graph.new_cache(batch=1), np.asarray([prompt_ids]))  # prefill only
+        max_diff = max(max_diff, float(np.abs(onnx_logits - reference).max()))
+        tolerance = max(tolerance, _tolerance(reference))
+        onnx_tokens = greedy_continuation(graph, prompt_ids, budget, stop_ids=eos)
+        step = next((i for i, (a, b) in enumerate(zip(torch_tokens, onnx_tokens)) if a != b), None)
+        if step is None and len(torch_tokens) != len(onnx_tokens):
+            step = min(len(torch_tokens), len(onnx_tokens))
+        if step is not None and mismatch is None:
+            mismatch = [index, step]
+        compared.append(len(torch_tokens))
+        texts.append(tokenizer.decode(onnx_tokens, skip_special_tokens=True))
     return {
-        "prompt_tokens": len(prompt_ids),
-        "max_abs_diff": float(np.abs(onnx_logits - reference).max()),
-        "tolerance": _tolerance(reference),
-        "greedy_tokens": GREEDY_TOKENS,
+        "max_abs_diff": max_diff,
+        "tolerance": tolerance,
+        "greedy_tokens": compared,  # per prompt; fewer than 32 where the model ended with eos
         "greedy_equal": mismatch is None,
-        "greedy_first_mismatch": mismatch,
-        "greedy_text": tokenizer.decode(onnx_tokens),
+        "greedy_first_mismatch": mismatch,  # [prompt index, step] or null
+        "greedy_text": texts[0],
     }
 
 

@@ -30,16 +30,19 @@ class DecoderGraph:
         return values[0]
 
 
-def greedy_continuation(graph: DecoderGraph, prompt_ids: list[int], max_new_tokens: int) -> list[int]:
-    """MAX_NEW_TOKENS argmax tokens after PROMPT_IDS: prefill once, then one token per step.
+def greedy_continuation(graph: DecoderGraph, prompt_ids: list[int], max_new_tokens: int,
+                        stop_ids: tuple[int, ...] = ()) -> list[int]:
+    """Argmax tokens after PROMPT_IDS: prefill once, then one token per step.
 
-    Ignores end-of-sequence on purpose: export verification compares a fixed number of tokens.
+    Stops after MAX_NEW_TOKENS or after emitting any of STOP_IDS (which is included).
     """
     cache = graph.new_cache(batch=1)
-    logits = graph.forward(cache, np.asarray([prompt_ids], dtype=np.int64))  # prefill
-    tokens = []
-    for _ in range(max_new_tokens):
+    logits = graph.forward(cache, np.asarray([prompt_ids], dtype=np.int64))  # prefill: (1, prompt, vocab)
+    tokens: list[int] = []
+    while len(tokens) < max_new_tokens:
         next_id = int(np.argmax(logits[0, -1]))
         tokens.append(next_id)
-        logits = graph.forward(cache, np.asarray([[next_id]], dtype=np.int64))  # one step
+        if next_id in stop_ids or len(tokens) == max_new_tokens:
+            break
+        logits = graph.forward(cache, np.asarray([[next_id]], dtype=np.int64))  # one step: (1, 1, vocab)
     return tokens

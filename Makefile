@@ -1,0 +1,33 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   -- the main job on the embedded default models (SmolLM2, MiniLM)
+#   make test   -- the test suite (CI runs this through .ci/run)
+PYTHON ?= python3
+# The CPU build of torch (this pin is served from local disk here; an unpinned torch pulls a multi-GB CUDA build).
+TORCH ?= torch==2.13.0
+VENV := .venv
+BIN := $(VENV)/bin
+MODELS := .models
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test models install clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[export,test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+models: $(STAMP)
+	$(BIN)/python scripts/fetch_models.py $(MODELS)
+
+demo: models
+	$(BIN)/python scripts/pipeline.py --models $(MODELS) --out out
+
+test: models
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+clean:
+	rm -rf $(VENV) $(MODELS) out

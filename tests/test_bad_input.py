@@ -1,0 +1,138 @@
+"""Bad input: one clear line, a non-zero exit, and nothing left at OUT (nor a staging folder)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgelm.errors import ExportError, ParityError
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edgelm.cli", *map(str, args)], capture_output=True, text=True)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def assert_nothing_written(out: Path) -> None:
+    assert not out.exists()
+    assert not list(out.parent.glob(f".{out.name}.*")), "a staging folder was left behind"
+
+
+@pytest.fixture
+def broken(tmp_path, checkpoints):
+    """A copy of the tiny gpt2 checkpoint that a test may damage."""
+    folder = tmp_path / "ckpt"
+    shutil.copytree(checkpoints("gpt2"), folder)
+    return folder
+
+
+def test_missing_source(tmp_path):
+    result = run_cli("export", tmp_path / "nope", tmp_path / "out")
+    assert_one_line_error(result, "does not exist")
+    assert_nothing_written(tmp_path / "out")
+
+
+def test_missing_config_json(broken, tmp_path):
+    (broken / "config.json").unlink()
+    result = run_cli("export", broken, tmp_path / "out")
+    assert_one_line_error(result, "no config.json")
+    assert_nothing_written(tmp_path / "out")
+
+
+def test_unreadable_config_json(broken, tmp_path):
+    (broken / "config.json").write_text("{not json")
+    assert_one_line_error(run_cli("export", broken, tmp_path / "out"), "config.json is not readable JSON")
+    assert_nothing_written(tmp_path / "out")
+
+
+def test_missing_weights(broken, tmp_path):
+    (broken / "model.safetensors").unlink()
+    assert_one_line_error(run_cli("export", broken, tmp_path / "out"), "no weights")
+    assert_nothing_written(tmp_path / "out")
+
+
+def test_unsupported_model_type_lists_the_supported_ones(broken, tmp_path):
+    config = json.loads((broken / "config.json").read_text())
+    (broken / "config.json").write_text(json.dumps({**config, "model_type": "t5"}))
+    assert_one_line_error(run_cli("export", broken, tmp_path / "out"), "'t5' is not supported",
+                          "bert, distilbert, gpt2, llama, mistral, qwen2, roberta")
+    assert_nothing_written(tmp_path / "out")
+
+
+def test_task_that_does_not_fit_the_model(broken, tmp_path):
+    result = run_cli("export", broken, tmp_path / "out", "--task", "fill-mask")
+    assert_one_line_error(result, "task 'fill-mask' does not fit model_type 'gpt2'", "text-generation")
+    assert_nothing_written(tmp_path / "out")
+
+
+def test_unknown_task_name_is_refused_by_the_cli(broken, tmp_path):
+    result = run_cli("export", broken, tmp_path / "out", "--task", "translation")
+    assert result.returncode == 2 and "translation" in result.stderr
+    assert_nothing_written(tmp_path / "out")
+
+
+def test_missing_tokenizer(broken, tmp_path):
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (broken / name).unlink(missing_ok=True)
+    assert_one_line_error(run_cli("export", broken, tmp_path / "out"), "no tokenizer")
+    assert_nothing_written(tmp_path / "out")
+
+
+def test_existing_out_is_refused_and_kept(broken, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert_one_line_error(run_cli("export", broken, out), "exists", "--force")
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_all_problems_are_reported_at_once(broken, tmp_path):
+    (broken / "model.safetensors").unlink()
+    (broken / "tokenizer.json").unlink()
+    (tmp_path / "out").mkdir()
+    with pytest.raises(ExportError) as err:
+        from edgelm.export import export
+
+        export(broken, tmp_path / "out", progress=False)
+    assert len(err.value.problems) == 3  # weights, tokenizer, OUT
+
+
+def test_non_gguf_file_is_refused(tmp_path):
+    f = tmp_path / "model.bin"
+    f.write_bytes(b"\0" * 16)
+    assert_one_line_error(run_cli("export", f, tmp_path / "out"), "not .gguf")
+
+
+def test_corrupt_gguf_file_is_refused(tmp_path):
+    f = tmp_path / "model.gguf"
+    f.write_bytes(b"GGUF" + b"\0" * 64)
+    assert_one_line_error(run_cli("export", f, tmp_path / "out"), "cannot read GGUF")
+    assert_nothing_written(tmp_path / "out")
+
+
+def test_failed_parity_writes_nothing_and_keeps_an_old_bundle(checkpoints, tmp_path, monkeypatch):
+    """Force replaces OUT only after verification passed: a failing check leaves OUT as it was."""
+    import edgelm.export.verify as verify
+    from edgelm.export import export
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("previous bundle")
+    monkeypatch.setattr(verify, "ATOL", -1.0)  # no graph can meet a negative tolerance
+    with pytest.raises(ParityError, match="exceeds tolerance"):
+        export(checkpoints("gpt2"), out, force=True, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["old.txt"]
+    assert not list(tmp_path.glob(".out.*"))

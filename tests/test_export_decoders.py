@@ -1,0 +1,82 @@
+"""Decoder export: every family's tiny model exports, verifies, and keeps the cache contract."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+import transformers
+
+from edgelm.runtime.decoder import DecoderGraph, greedy_continuation
+from edgelm.runtime.manifest import read_manifest
+
+DECODERS = ["gpt2", "distilgpt2", "llama", "mistral", "qwen2"]
+
+
+@pytest.mark.parametrize("name", DECODERS)
+def test_decoder_export_passes_verification_and_records_it(bundles, name):
+    out, manifest = bundles(name)
+    v = manifest.verification
+    assert v["passed"] and v["greedy_equal"] and v["tokenizer_ids_equal"] and v["weights_stored_once"]
+    assert v["max_abs_diff"] <= v["tolerance"]
+    assert read_manifest(out).to_dict() == manifest.to_dict()  # what is on disk is what export returned
+
+
+@pytest.mark.parametrize("name", DECODERS)
+def test_kv_layout_matches_config_including_grouped_query_attention(bundles, checkpoints, name):
+    _, manifest = bundles(name)
+    config = transformers.AutoConfig.from_pretrained(checkpoints(name))
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    kv = manifest.kv_cache
+    assert (kv.num_layers, kv.num_kv_heads, kv.head_size) == (config.num_hidden_layers, kv_heads, config.hidden_size // heads)
+    shapes = {t.name: t.shape for t in manifest.inputs}
+    assert shapes["past_key_values.0.key"] == ("batch_size", kv_heads, "past_sequence_length", kv.head_size)
+    assert shapes["attention_mask"] == ("batch_size", "past_sequence_length + sequence_length")
+    assert "position_ids" in shapes
+    assert [n for pair in kv.present_names() for n in pair] == [t.name for t in manifest.outputs[1:]]
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_full_forward_equals_prefill_plus_stepwise_decode(bundles, name):
+    """The cache contract, numerically: logits of one pass over N tokens equal those of
+    a prefill of N-5 tokens followed by 5 single-token steps through the KV cache."""
+    out, manifest = bundles(name)
+    graph = DecoderGraph(ort.InferenceSession(str(out / manifest.graph_file)), manifest)
+    ids = np.array([[5, 17, 42, 99, 7, 3, 64, 128, 11, 23]], dtype=np.int64)
+    full = graph.forward(graph.new_cache(1), ids)  # (1, 10, vocab)
+    cache = graph.new_cache(1)
+    pieces = [graph.forward(cache, ids[:, :5])] + [graph.forward(cache, ids[:, i:i + 1]) for i in range(5, 10)]
+    np.testing.assert_allclose(np.concatenate(pieces, axis=1), full, atol=1e-5)
+    assert cache.offset == 10
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama", "qwen2"])
+def test_greedy_tokens_equal_transformers_generate_independently_of_export_check(bundles, checkpoints, name):
+    out, manifest = bundles(name)
+    model = transformers.AutoModelForCausalLM.from_pretrained(checkpoints(name)).eval()
+    prompt = [3, 10, 20, 30, 40]
+    greedy = transformers.GenerationConfig(max_new_tokens=20, do_sample=False, eos_token_id=None, pad_token_id=0)
+    with torch.no_grad():
+        ref = model.generate(torch.tensor([prompt]), generation_config=greedy)[0, len(prompt):].tolist()
+    graph = DecoderGraph(ort.InferenceSession(str(out / manifest.graph_file)), manifest)
+    assert greedy_continuation(graph, prompt, 20) == ref
+
+
+def test_tied_embedding_is_stored_once(bundles, checkpoints):
+    _, manifest = bundles("llama")  # tie_word_embeddings=True
+    model = transformers.AutoModelForCausalLM.from_pretrained(checkpoints("llama"))
+    embedding = model.get_input_embeddings().weight.numel()
+    v = manifest.verification
+    assert v["stored_weight_elements"] < v["parameters"] + embedding // 2  # a second copy would add `embedding`
+
+
+def test_bundle_holds_only_what_an_edge_box_needs(bundles):
+    out, manifest = bundles("llama")
+    assert sorted(p.name for p in out.iterdir()) == ["chat_template.jinja", "manifest.json", "model.onnx", "tokenizer.json"]
+    assert set(manifest.files) == {"chat_template.jinja", "model.onnx", "tokenizer.json"}
+    assert manifest.chat_template_file == "chat_template.jinja"
+    assert manifest.special_tokens.eos and manifest.special_tokens.bos is not None
+    assert manifest.max_context == 128 and manifest.precision["weights"] == "fp32"
+    assert manifest.source["model_type"] == "llama" and len(manifest.source["weights_sha256"]) == 1

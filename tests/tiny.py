@@ -1,0 +1,137 @@
+"""Tiny random checkpoints of every supported family and task, built from transformers configs.
+
+Each is saved as a normal checkpoint folder (config.json, model.safetensors, tokenizer) so the
+export sees exactly what a user's folder looks like. Tokenizers are trained here on a small
+corpus (no hub): byte-level BPE for GPT-2/Llama/RoBERTa, WordPiece for BERT/DistilBERT.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import transformers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import PreTrainedTokenizerFast
+
+CORPUS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Paris is the capital and largest city of France.",
+    "edgelm ships language models to small machines without torch.",
+    "Once upon a time there was a tiny model that ran on an edge box.",
+    "What is the capital of France? The capital of France is Paris.",
+    "Rain falls softly on the roof; the kiosk hums along.",
+] * 20
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def bpe_tokenizer(special: list[str], vocab_size: int = 400) -> Tokenizer:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(CORPUS, trainer)
+    return tok
+
+
+def wordpiece_tokenizer() -> Tokenizer:
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    tok.train_from_iterator(CORPUS, trainers.WordPieceTrainer(vocab_size=300, special_tokens=special))
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    return tok
+
+
+def gpt2_tokenizer() -> PreTrainedTokenizerFast:
+    tok = bpe_tokenizer(["<|endoftext|>"])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>")
+
+
+def llama_tokenizer() -> PreTrainedTokenizerFast:
+    tok = bpe_tokenizer(["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"])
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def bert_tokenizer(with_token_types: bool = True) -> PreTrainedTokenizerFast:
+    names = ["input_ids", "token_type_ids", "attention_mask"] if with_token_types else ["input_ids", "attention_mask"]
+    return PreTrainedTokenizerFast(tokenizer_object=wordpiece_tokenizer(), unk_token="[UNK]", pad_token="[PAD]",
+                                   cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]", model_input_names=names)
+
+
+def distilbert_tokenizer() -> PreTrainedTokenizerFast:
+    return bert_tokenizer(with_token_types=False)
+
+
+def roberta_tokenizer() -> PreTrainedTokenizerFast:
+    tok = bpe_tokenizer(["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    tok.post_processor = processors.RobertaProcessing(("</s>", tok.token_to_id("</s>")), ("<s>", tok.token_to_id("<s>")),
+                                                      add_prefix_space=False, trim_offsets=False)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   pad_token="<pad>", mask_token="<mask>", cls_token="<s>", sep_token="</s>")
+
+
+LABELS = {"id2label": {0: "NEGATIVE", 1: "POSITIVE", 2: "NEUTRAL"}, "label2id": {"NEGATIVE": 0, "POSITIVE": 1, "NEUTRAL": 2}}
+
+# name -> (config class, config kwargs, tokenizer factory)
+DECODERS = {
+    "gpt2": ("GPT2Config", dict(n_layer=2, n_head=4, n_embd=32, n_positions=128), gpt2_tokenizer),
+    "distilgpt2": ("GPT2Config", dict(n_layer=1, n_head=2, n_embd=16, n_positions=64), gpt2_tokenizer),
+    "llama": ("LlamaConfig", dict(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, hidden_size=32,
+                                  intermediate_size=64, max_position_embeddings=128, tie_word_embeddings=True), llama_tokenizer),
+    "mistral": ("MistralConfig", dict(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1, hidden_size=32,
+                                      intermediate_size=64, max_position_embeddings=128, sliding_window=None), llama_tokenizer),
+    "qwen2": ("Qwen2Config", dict(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, hidden_size=32,
+                                  intermediate_size=64, max_position_embeddings=128), llama_tokenizer),
+}
+ENCODERS = {
+    "bert": ("BertConfig", dict(num_hidden_layers=2, num_attention_heads=2, hidden_size=32, intermediate_size=64,
+                                max_position_embeddings=64), bert_tokenizer),
+    "distilbert": ("DistilBertConfig", dict(n_layers=2, n_heads=2, dim=32, hidden_dim=64, max_position_embeddings=64),
+                   distilbert_tokenizer),
+    "roberta": ("RobertaConfig", dict(num_hidden_layers=2, num_attention_heads=2, hidden_size=32, intermediate_size=64,
+                                      max_position_embeddings=66, pad_token_id=1, bos_token_id=0, eos_token_id=2),
+                roberta_tokenizer),
+}
+ENCODER_HEADS = {
+    "feature-extraction": "AutoModel",
+    "text-classification": "AutoModelForSequenceClassification",
+    "token-classification": "AutoModelForTokenClassification",
+    "fill-mask": "AutoModelForMaskedLM",
+}
+
+
+def save_decoder(name: str, folder: Path) -> Path:
+    config_cls, kwargs, make_tokenizer = DECODERS[name]
+    tokenizer = make_tokenizer()
+    ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    config = getattr(transformers, config_cls)(vocab_size=len(tokenizer), initializer_range=0.2, **ids, **kwargs)
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    return _save(model, tokenizer, folder)
+
+
+def save_encoder(name: str, task: str, folder: Path) -> Path:
+    config_cls, kwargs, make_tokenizer = ENCODERS[name]
+    tokenizer = make_tokenizer()
+    extra = LABELS if task in ("text-classification", "token-classification") else {}
+    config = getattr(transformers, config_cls)(vocab_size=len(tokenizer), **extra, **kwargs)
+    torch.manual_seed(0)
+    model = getattr(transformers, ENCODER_HEADS[task]).from_config(config)
+    return _save(model, tokenizer, folder)
+
+
+def _save(model, tokenizer, folder: Path) -> Path:
+    model.eval().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
