@@ -18,12 +18,14 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
-def _bundle_bytes(manifest: Manifest) -> int:
+def bundle_bytes(manifest: Manifest) -> int:
+    """Total size of the bundle's files, as the manifest records them."""
     return sum(meta["bytes"] for meta in manifest.files.values())
 
 
-def verification_line(v: dict) -> str:
-    parts = [f"max|diff| {v['max_abs_diff']:.2e} (tol {v['tolerance']:.1e})"]
+def _parity_parts(v: dict) -> list[str]:
+    """The headline parity numbers of a verification record, for any task."""
+    parts = [f"max|diff| {v['max_abs_diff']:.2e}"]
     if "greedy_equal" in v:
         counts = "+".join(map(str, v["greedy_tokens"]))
         parts.append(f"greedy tokens ({counts}) {'equal' if v['greedy_equal'] else 'DIFFER'}")
@@ -31,28 +33,28 @@ def verification_line(v: dict) -> str:
         parts.append(f"min cosine {v['min_cosine']:.6f}")
     if "argmax_agreement" in v:
         parts.append(f"argmax agreement {v['argmax_agreement']:.1%}")
+    return parts
+
+
+def verification_line(v: dict) -> str:
+    """Every check of a verification record, for export's summary and `edgelm inspect`."""
+    parts = _parity_parts(v)
+    parts[0] += f" (tol {v['tolerance']:.1e})"
     parts.append("tokenizer ids equal" if v.get("tokenizer_ids_equal") else "tokenizer ids DIFFER")
     parts.append("weights stored once" if v.get("weights_stored_once") else "weights DUPLICATED")
     return ", ".join(parts)
 
 
 def short_verification(v: dict) -> str:
-    """A table cell: the headline parity numbers."""
-    parts = [f"|diff| {v['max_abs_diff']:.1e}"]
-    if "greedy_equal" in v:
-        parts.append(f"greedy {'+'.join(map(str, v['greedy_tokens']))} {'equal' if v['greedy_equal'] else 'DIFFER'}")
-    if "min_cosine" in v:
-        parts.append(f"cos {v['min_cosine']:.6f}")
-    if "argmax_agreement" in v:
-        parts.append(f"argmax {v['argmax_agreement']:.0%}")
-    return ", ".join(parts) + (" ok" if v.get("passed") else " FAILED")
+    """A table cell: the headline parity numbers and the verdict."""
+    return ", ".join(_parity_parts(v)) + (" ok" if v.get("passed") else " FAILED")
 
 
 def print_export_summary(out: Path, manifest: Manifest) -> None:
     v = manifest.verification
     console.print(
         f"[green]exported[/] {manifest.source['model_type']} ({manifest.task}) -> {out}  "
-        f"[{_mb(_bundle_bytes(manifest))}, {len(manifest.files)} files]"
+        f"[{_mb(bundle_bytes(manifest))}, {len(manifest.files)} files]"
     )
     console.print(f"  verified against transformers: {verification_line(v)}")
     if v.get("greedy_text"):
@@ -70,7 +72,7 @@ def print_inspection(bundle: Path, fast: bool = False, as_json: bool = False) ->
     console.print(f"  task        {manifest.task}")
     console.print(f"  source      {src.get('architecture')} ({src.get('model_type')}, family {src.get('family')}) from {src.get('path')}")
     console.print(f"  precision   {manifest.precision}")
-    console.print(f"  graph       {manifest.graph_file} opset {manifest.opset}, {_mb(_bundle_bytes(manifest))} in {len(manifest.files)} files")
+    console.print(f"  graph       {manifest.graph_file} opset {manifest.opset}, {_mb(bundle_bytes(manifest))} in {len(manifest.files)} files")
     console.print(f"  max context {manifest.max_context} tokens")
     console.print(f"  special     {manifest.special_tokens}")
     if manifest.generation:

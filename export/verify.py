@@ -1,10 +1,11 @@
 """Verify an exported graph against the torch model it came from, on the same inputs.
 
-Decoders: max abs logit difference on a prompt, and the first 32 greedy tokens equal through
-the KV-cache path (prefill, then one token per step, as the runtime decodes) to transformers'
-generate, on each verification prompt; like generate, a prompt's comparison ends at eos (past
-eos a chat model continues out of distribution, where near-ties make argmax meaningless). Encoders: max abs difference of the task output, cosine of pooled embeddings, and
-argmax agreement for classifiers. Both: the bundle's tokenizer.json gives transformers' ids.
+Decoders: max abs logit difference on each verification prompt, and the first 32 greedy tokens
+equal through the KV-cache path (prefill, then one token per step, as the runtime decodes) to
+transformers' generate; like generate, a prompt's comparison ends at eos (past eos a chat model
+continues out of distribution, where near-ties make argmax meaningless).
+Encoders: max abs difference of the task output, cosine of pooled embeddings, and argmax
+agreement for classifiers. Both: the bundle's tokenizer.json gives transformers' ids.
 Any failed check raises ParityError listing all of them; export then writes nothing.
 """
 
@@ -82,9 +83,8 @@ def _chat_text(tokenizer: Any, prompt: str) -> str:
 
 def _decoder_prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
     """Prompt ids as transformers builds them: a rendered chat template gets no extra special tokens."""
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer(_chat_text(tokenizer, prompt), add_special_tokens=False)["input_ids"]
-    return tokenizer(prompt)["input_ids"]
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    return tokenizer(_chat_text(tokenizer, prompt), add_special_tokens=not has_template)["input_ids"]
 
 
 def _tokenizer_matches(tokenizer: Any, tokenizer_json: Path, texts: list[str]) -> bool:

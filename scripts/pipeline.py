@@ -16,7 +16,7 @@ from rich.table import Table
 
 from edgelm.export import export
 from edgelm.export.verify import DECODER_PROMPTS
-from edgelm.report import short_verification
+from edgelm.report import bundle_bytes, short_verification
 
 DEFAULTS = (
     # (source inside the models folder, bundle name, task)
@@ -35,8 +35,7 @@ def main(models: Path, out: Path):
         start = time.perf_counter()
         manifest = export(models / src, out / name, task, force=True)
         seconds = time.perf_counter() - start
-        size = sum(f["bytes"] for f in manifest.files.values())
-        table.add_row(str(out / name), task, f"{size / 1e6:.0f} MB", f"{seconds:.0f} s", short_verification(manifest.verification))
+        table.add_row(str(out / name), task, f"{bundle_bytes(manifest) / 1e6:.0f} MB", f"{seconds:.0f} s", short_verification(manifest.verification))
         if manifest.verification.get("greedy_text"):
             console.print(f"SmolLM2 greedy answer to {DECODER_PROMPTS[0]!r}: {manifest.verification['greedy_text']!r}")
     console.print(table)
