@@ -56,15 +56,154 @@ def export_cmd(src: Path, out: Path, task: str | None, force: bool, opset: int |
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--fast", is_flag=True, help="Check sizes of large files but skip hashing them.")
 @click.option("--json", "as_json", is_flag=True, help="Print manifest.json as it is.")
+@click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Report the execution provider this choice resolves to here.")
 @one_line_errors
-def inspect_cmd(bundle: Path, fast: bool, as_json: bool):
+def inspect_cmd(bundle: Path, fast: bool, as_json: bool, provider: str):
     """Show a bundle's manifest, I/O, KV layout and checks, and verify its files."""
     from edgelm.report import print_inspection
 
-    print_inspection(bundle, fast=fast, as_json=as_json)
+    print_inspection(bundle, fast=fast, as_json=as_json, provider=provider)
+
+
+# -- running bundles (edgelm.runtime only: these commands work on a box without torch) ---------
+def runtime_options(fn):
+    """--provider, --threads and --fast, shared by every command that runs a bundle."""
+    fn = click.option("--fast", is_flag=True, help="Check large files' sizes only, not their hashes (quicker start).")(fn)
+    fn = click.option("--threads", type=click.IntRange(min=0), default=None,
+                      help="onnxruntime intra-op threads (default: its own choice).")(fn)
+    fn = click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+                      help="Execution provider; auto = CUDA when available, else CPU.")(fn)
+    return fn
+
+
+def sampling_options(fn):
+    """Generation options; unset ones come from the bundle's generation defaults (greedy if none)."""
+    for decl, kind, text in reversed((
+        ("--max-new-tokens", click.IntRange(min=1), "Most tokens to generate [default: bundle's, else 256]."),
+        ("--temperature", click.FloatRange(min=0), "0 = greedy; > 0 samples [default: bundle's, else greedy]."),
+        ("--top-k", click.IntRange(min=0), "Keep the K most likely tokens when sampling (0 = off) [default: 50]."),
+        ("--top-p", float, "Keep the smallest set of tokens whose probability reaches P, in (0, 1]."),
+        ("--repetition-penalty", float, "Penalise tokens already present (1 = off)."),
+        ("--seed", int, "Make sampling reproducible."),
+    )):
+        fn = click.option(decl, type=kind, default=None, help=text)(fn)
+    fn = click.option("--stop", multiple=True, help="Stop when this text appears (repeatable); it is not printed.")(fn)
+    fn = click.option("--truncate-prompt", is_flag=True, help="Drop the oldest prompt tokens if the prompt is too long.")(fn)
+    return fn
+
+
+def _load(bundle: Path, provider: str, threads: int | None, fast: bool):
+    from edgelm.runtime import load
+
+    return load(bundle, provider=provider, threads=threads, fast=fast)
+
+
+def _generation_kwargs(options: dict) -> dict:
+    names = ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "seed")
+    kwargs = {k: options[k] for k in names if options.get(k) is not None}
+    return {**kwargs, "stop": list(options["stop"]), "truncate_prompt": options["truncate_prompt"]}
+
+
+@cli.command("generate")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("prompt")
+@click.option("--chat/--raw", "chat", default=None,
+              help="Wrap the prompt in the chat template as a user message [default: --chat when the bundle has one].")
+@sampling_options
+@runtime_options
+@click.option("--stats", is_flag=True, help="Print tokens, time to first token and tokens/s to stderr.")
+@one_line_errors
+def generate_cmd(bundle: Path, prompt: str, chat: bool | None, provider: str, threads: int | None, fast: bool,
+                 stats: bool, **options):
+    """Generate text from PROMPT with a decoder bundle, streamed to stdout."""
+    from edgelm.console import stream_reply
+
+    lm = _load(bundle, provider, threads, fast)
+    use_chat = chat if chat is not None else bool(getattr(lm, "manifest").chat_template_file)
+    stream_reply(lm, prompt, chat=use_chat, stats=stats, **_generation_kwargs(options))
+
+
+@cli.command("chat")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--system", default=None, help="A system message to start the conversation with.")
+@sampling_options
+@runtime_options
+@one_line_errors
+def chat_cmd(bundle: Path, system: str | None, provider: str, threads: int | None, fast: bool, **options):
+    """Talk to a decoder bundle through its chat template (/reset clears, /exit or Ctrl-D quits)."""
+    from edgelm.console import chat_loop
+
+    chat_loop(_load(bundle, provider, threads, fast), system, **_generation_kwargs(options))
+
+
+def _texts(texts: tuple[str, ...], file: Path | None) -> list[str]:
+    """TEXTS from the command line, or one per line from FILE ('-' = stdin)."""
+    if file is not None:
+        stream = click.open_file(str(file), encoding="utf-8")
+        lines = [line.rstrip("\n") for line in stream if line.strip()]
+        return [*texts, *lines]
+    if not texts:
+        raise click.UsageError("give texts as arguments or --file FILE (one per line, - for stdin)")
+    return list(texts)
+
+
+def _print_json_lines(rows) -> None:
+    import json
+
+    for row in rows:
+        click.echo(json.dumps(row, ensure_ascii=False))
+
+
+@cli.command("embed")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("texts", nargs=-1)
+@click.option("--file", type=click.Path(path_type=Path, allow_dash=True), default=None, help="Texts, one per line (- = stdin).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@runtime_options
+@one_line_errors
+def embed_cmd(bundle: Path, texts: tuple[str, ...], file: Path | None, batch_size: int, provider: str,
+              threads: int | None, fast: bool):
+    """Print one JSON line {"text", "embedding"} per text (the bundle's pooling and normalisation)."""
+    texts = _texts(texts, file)
+    vectors = _load(bundle, provider, threads, fast).embed(texts, batch_size=batch_size)
+    _print_json_lines({"text": t, "embedding": [round(float(x), 7) for x in v]} for t, v in zip(texts, vectors))
+
+
+@cli.command("classify")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("texts", nargs=-1)
+@click.option("--file", type=click.Path(path_type=Path, allow_dash=True), default=None, help="Texts, one per line (- = stdin).")
+@click.option("--top-k", type=click.IntRange(min=1), default=1, show_default=True, help="Labels per text (text classifiers).")
+@runtime_options
+@one_line_errors
+def classify_cmd(bundle: Path, texts: tuple[str, ...], file: Path | None, top_k: int, provider: str,
+                 threads: int | None, fast: bool):
+    """Print one JSON line per text: its labels and scores (or, for a token classifier, each token's)."""
+    texts = _texts(texts, file)
+    encoder = _load(bundle, provider, threads, fast)
+    if getattr(encoder, "task", None) == "token-classification":
+        _print_json_lines({"text": t, "tokens": r} for t, r in zip(texts, encoder.classify_tokens(texts)))
+    else:
+        _print_json_lines({"text": t, "labels": r} for t, r in zip(texts, encoder.classify(texts, top_k=top_k)))
+
+
+@cli.command("fill-mask")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("texts", nargs=-1, required=True)
+@click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Candidates per mask.")
+@runtime_options
+@one_line_errors
+def fill_mask_cmd(bundle: Path, texts: tuple[str, ...], top_k: int, provider: str, threads: int | None, fast: bool):
+    """Print one JSON line per text: the likeliest fillers of each mask token."""
+    results = _load(bundle, provider, threads, fast).fill_mask(list(texts), top_k=top_k)
+    _print_json_lines({"text": t, "masks": r} for t, r in zip(texts, results))
 
 
 def main():
+    import warnings
+
+    warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"  # one line, no source echo
     cli(prog_name="edgelm")
 
 

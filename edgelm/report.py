@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgelm.runtime.manifest import Manifest, check_files, read_manifest
+from edgelm.runtime.session import resolve_provider
 
 console = Console(soft_wrap=True)  # long lines stay whole when piped
 
@@ -61,7 +62,7 @@ def print_export_summary(out: Path, manifest: Manifest) -> None:
         console.print(f"  greedy continuation: {v['greedy_text']!r}")
 
 
-def print_inspection(bundle: Path, fast: bool = False, as_json: bool = False) -> None:
+def print_inspection(bundle: Path, fast: bool = False, as_json: bool = False, provider: str = "auto") -> None:
     manifest = read_manifest(bundle)
     if as_json:
         console.print_json(json.dumps(manifest.to_dict()))
@@ -90,7 +91,9 @@ def print_inspection(bundle: Path, fast: bool = False, as_json: bool = False) ->
     console.print(_io_table(manifest))
     if manifest.verification:
         console.print(f"  verification: {verification_line(manifest.verification)}")
-    console.print(f"  providers   available: {', '.join(ort.get_available_providers())}")
+    chosen = resolve_provider(provider)
+    console.print(f"  provider    {chosen} (for --provider {provider}; onnxruntime {ort.__version__} offers "
+                  f"{', '.join(ort.get_available_providers())})")
     console.print(f"  files       [green]all {len(manifest.files)} match the manifest[/]" + (f" ({'; '.join(notes)})" if notes else ""))
 
 

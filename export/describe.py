@@ -29,6 +29,11 @@ def special_tokens(tokenizer: Any, hf_model: Any) -> SpecialTokens:
     return SpecialTokens(bos=bos, eos=tuple(eos), pad=pad, unk=tokenizer.unk_token_id, mask=tokenizer.mask_token_id)
 
 
+def special_token_strings(tokenizer: Any) -> dict[str, str]:
+    """bos_token, eos_token, ... as strings: chat templates write them (transformers passes them in)."""
+    return {k: v for k, v in tokenizer.special_tokens_map.items() if isinstance(v, str)}
+
+
 def generation_defaults(hf_model: Any) -> dict[str, Any]:
     """Sampling defaults from generation_config.json (only keys that differ from greedy)."""
     generation = getattr(hf_model, "generation_config", None)

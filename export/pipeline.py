@@ -81,6 +81,7 @@ def _describe(source: Source, model: Any, tokenizer: Any, session: Any, bundle: 
         kv_cache=layout,
         tokenizer_file=TOKENIZER_FILE,
         chat_template_file=template,
+        special_token_strings=describe.special_token_strings(tokenizer),
         special_tokens=describe.special_tokens(tokenizer, hf),
         max_context=describe.max_context(source, tokenizer, model),
         generation=describe.generation_defaults(hf) if layout else {},

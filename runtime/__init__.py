@@ -1,5 +1,42 @@
 """edgelm.runtime: run bundles with numpy + onnxruntime + tokenizers; never torch.
 
+    from edgelm.runtime import load
+    lm = load("./smol")                   # reads the manifest, checks files, picks the provider
+    lm.generate("Hello", max_new_tokens=32)
+    enc = load("./minilm"); enc.embed(["a", "b"])
+
 This package imports nothing from edgelm.export or edgelm.quantize, and no torch,
 transformers, optimum or onnx (tests/test_runtime_imports.py proves it).
 """
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Union
+
+if TYPE_CHECKING:
+    from edgelm.runtime.encoder import Encoder
+    from edgelm.runtime.language_model import LanguageModel
+
+
+def load(path: str | Path, provider: str = "auto", threads: int | None = None,
+         fast: bool = False) -> Union["LanguageModel", "Encoder"]:
+    """Open the bundle at PATH: a LanguageModel for a decoder, an Encoder for an encoder.
+
+    provider: "auto" (CUDA when onnxruntime offers it, else CPU with a warning), "cpu" or "cuda".
+    threads: onnxruntime's intra-op threads (None or 0: its own choice).
+    fast: check every file's size but hash only small ones (say so in `file_notes`).
+    """
+    from edgelm.runtime.bundle import open_bundle
+
+    bundle = open_bundle(path, provider=provider, threads=threads, fast=fast)
+    if bundle.manifest.is_decoder:
+        from edgelm.runtime.language_model import LanguageModel
+
+        return LanguageModel(bundle)
+    from edgelm.runtime.encoder import Encoder
+
+    return Encoder(bundle)
+
+
+__all__ = ["load"]

@@ -80,6 +80,8 @@ class Manifest:
     external_data: tuple[str, ...] = ()
     kv_cache: KVLayout | None = None
     chat_template_file: str | None = None
+    # bos_token, eos_token... as strings, for chat templates that write them (transformers passes them)
+    special_token_strings: dict[str, str] = field(default_factory=dict)
     generation: dict[str, Any] = field(default_factory=dict)
     labels: tuple[str, ...] | None = None
     pooling: Pooling | None = None
@@ -124,7 +126,8 @@ class Manifest:
                 "outputs": [_spec_dict(t) for t in self.outputs],
             },
             "kv_cache": self.kv_cache.to_dict() if self.kv_cache else None,
-            "tokenizer": {"file": self.tokenizer_file, "chat_template": self.chat_template_file},
+            "tokenizer": {"file": self.tokenizer_file, "chat_template": self.chat_template_file,
+                          "special_token_strings": self.special_token_strings},
             "special_tokens": {**asdict(self.special_tokens), "eos": list(self.special_tokens.eos)},
             "max_context": self.max_context,
             "generation": self.generation,
@@ -160,6 +163,7 @@ class Manifest:
                 kv_cache=KVLayout.from_dict(d["kv_cache"]) if d.get("kv_cache") else None,
                 tokenizer_file=tok["file"],
                 chat_template_file=tok.get("chat_template"),
+                special_token_strings=dict(tok.get("special_token_strings") or {}),
                 special_tokens=SpecialTokens.from_dict(d.get("special_tokens", {})),
                 max_context=int(d["max_context"]),
                 generation=d.get("generation", {}),

@@ -1,8 +1,15 @@
-"""Open an onnxruntime session for a bundle on the chosen execution provider."""
+"""Open an onnxruntime session for a bundle on the chosen execution provider.
+
+`resolve_provider` turns the user's choice (auto, cpu, cuda) into one that this onnxruntime
+really offers; `open_session` builds the session and says which device its outputs should
+live on, so the decoder can keep the KV cache there (I/O binding) instead of copying it
+through numpy every step.
+"""
 
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import onnxruntime as ort
@@ -10,6 +17,17 @@ import onnxruntime as ort
 from edgelm.errors import BundleError
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+@dataclass(frozen=True)
+class Device:
+    """Where a provider keeps tensors: onnxruntime's (device_type, device_id) pair."""
+
+    type: str
+    id: int = 0
+
+
+DEVICES = {"cpu": Device("cpu"), "cuda": Device("cuda")}
 
 
 def resolve_provider(provider: str = "auto") -> str:
@@ -35,9 +53,14 @@ def open_session(graph: Path, provider: str = "cpu", threads: int | None = None)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only; onnxruntime's warnings are not the user's business
-    if threads:
-        options.intra_op_num_threads = int(threads)
+    if threads is not None:
+        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 0:
+            raise BundleError(f"threads must be a whole number >= 0 (0 = onnxruntime's choice), got {threads!r}")
+        options.intra_op_num_threads = threads
     try:
-        return ort.InferenceSession(str(graph), sess_options=options, providers=[PROVIDERS[provider]])
+        session = ort.InferenceSession(str(graph), sess_options=options, providers=[PROVIDERS[provider]])
     except Exception as e:  # onnxruntime raises bare RuntimeError/Fail subclasses
         raise BundleError(f"onnxruntime cannot load {graph.name}: {str(e).splitlines()[0]}; re-export the bundle") from e
+    if PROVIDERS[provider] not in session.get_providers():  # onnxruntime fell back silently
+        raise BundleError(f"onnxruntime could not start the {provider} provider for {graph.name}; check the GPU driver and CUDA libraries")
+    return session

@@ -1,0 +1,209 @@
+"""Step-wise decoding on token ids, in onnxruntime-genai's shape.
+
+    params = GeneratorParams(max_new_tokens=32, temperature=0.7, seed=1)
+    gen = Generator(graph, params, max_context=2048, eos=(2,), pad=2)
+    gen.append_tokens([[1, 2, 3], [4, 5]])          # rows of any length: left-padded, prefilled
+    while not gen.is_done():
+        gen.generate_next_token()                     # one token for every unfinished row
+        print(gen.get_next_tokens())                  # (batch,) ids just chosen
+    gen.get_new_tokens(0); gen.finish_reason(0); gen.rewind_to(3)
+
+A chosen token is fed to the graph lazily, at the start of the next step: the token that ends a
+row is never run, and a caller that stops early (a stop string) wastes no forward pass. Stops
+live here when they are about ids (eos, max_new_tokens, the context limit); text-level stops
+(stop strings) belong to the caller, which ends a row with `stop_row`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgelm.errors import GenerationError
+from edgelm.runtime.decoder import DecoderGraph
+from edgelm.runtime.kv_cache import KVCache
+from edgelm.runtime.sampling import apply_repetition_penalty, check_sampling, make_sampler
+
+# Why a row finished.
+EOS, LENGTH, CONTEXT, STOP = "eos", "length", "context", "stop"
+
+
+@dataclass(frozen=True)
+class GeneratorParams:
+    """How to choose tokens and when to stop. temperature 0 is greedy (argmax)."""
+
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0  # 1 = off
+    repetition_penalty: float = 1.0  # 1 = off
+    seed: int | None = None
+
+    def __post_init__(self):
+        problems = []
+        if not isinstance(self.max_new_tokens, int) or isinstance(self.max_new_tokens, bool) or self.max_new_tokens < 1:
+            problems.append(f"max_new_tokens must be a whole number >= 1, got {self.max_new_tokens!r}")
+        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
+            problems.append(f"seed must be a whole number or None, got {self.seed!r}")
+        try:
+            check_sampling(self.temperature, self.top_k, self.top_p, self.repetition_penalty)
+        except GenerationError as e:
+            problems.extend(e.problems)
+        if problems:
+            raise GenerationError(*problems)
+
+
+class Generator:
+    """Owns one batch of sequences, their KV cache and their stop state."""
+
+    def __init__(self, graph: DecoderGraph, params: GeneratorParams, max_context: int,
+                 eos: tuple[int, ...] = (), pad: int | None = None):
+        self.graph = graph
+        self.params = params
+        self.max_context = max_context
+        self.eos = frozenset(eos)
+        self.pad = pad if pad is not None else (min(eos) if eos else 0)
+        self._sample = make_sampler(params.temperature, params.top_k, params.top_p, params.seed)
+        self._cache: KVCache | None = None
+        self._rows: list[list[int]] = []  # real tokens of each row: prompt + generated (no padding)
+        self._prompt_lengths: list[int] = []
+        self._reasons: list[str | None] = []
+        self._logits: np.ndarray | None = None  # (batch, vocab) for the next choice
+        self._pending: np.ndarray | None = None  # (batch,) chosen, not yet fed to the graph
+
+    # -- feeding ---------------------------------------------------------------------------
+    def append_tokens(self, tokens: Sequence[int] | Sequence[Sequence[int]]) -> None:
+        """Run TOKENS (one row of ids, or one list per row) after what the batch holds.
+
+        The first call fixes the batch size. Rows of different lengths are left-padded (mask 0).
+        Appending to a finished generator continues it (a chat's next turn): every row is live again.
+        """
+        rows = _as_rows(tokens)
+        vocab = self.graph.vocab_size
+        if vocab is not None and any(t >= vocab for row in rows for t in row):
+            raise GenerationError(f"append_tokens got a token id >= the vocabulary size {vocab}; encode with the bundle's tokenizer")
+        if self._cache is None:
+            self._cache = self.graph.new_cache(batch=len(rows))
+            self._rows = [[] for _ in rows]
+            self._reasons = [None] * len(rows)
+        elif len(rows) != self.batch:
+            raise GenerationError(f"append_tokens got {len(rows)} rows for a batch of {self.batch}; pass one list per row")
+        if self._pending is not None:  # the last chosen tokens were never fed: they go first
+            rows = [[int(p)] + r for p, r in zip(self._pending, rows)]
+            self._rows = [r[:-1] for r in self._rows]
+            self._pending = None
+        width = max(map(len, rows))
+        if self._cache.offset + width > self.max_context:
+            raise GenerationError(
+                f"the batch would hold {self._cache.offset + width} tokens, over the model's limit of "
+                f"{self.max_context}; shorten the prompt or let it be truncated (truncate_prompt=True)"
+            )
+        ids = np.full((self.batch, width), self.pad, dtype=np.int64)  # (batch, width), left-padded
+        mask = np.zeros((self.batch, width), dtype=np.int64)
+        for i, row in enumerate(rows):
+            ids[i, width - len(row):], mask[i, width - len(row):] = row, 1
+            self._rows[i].extend(int(t) for t in row)
+        self._logits = self.graph.forward(self._cache, ids, mask)[:, -1, :]  # (batch, vocab)
+        self._prompt_lengths = [len(r) for r in self._rows]
+        self._reasons = [None] * self.batch
+
+    def _feed_pending(self) -> None:
+        """Run the tokens chosen last step (finished rows get pad, whose output is ignored)."""
+        ids = self._pending[:, None]  # (batch, 1)
+        self._logits = self.graph.forward(self._cache, ids)[:, -1, :]
+        self._pending = None
+
+    # -- choosing --------------------------------------------------------------------------
+    def generate_next_token(self) -> None:
+        """Choose one token for every unfinished row, and mark the rows this finishes."""
+        if self._cache is None:
+            raise GenerationError("call append_tokens with the prompt before generate_next_token")
+        if self.is_done():
+            raise GenerationError("every row has finished; append_tokens to continue, or start a new generator")
+        if self._pending is not None:
+            self._feed_pending()
+        scores = apply_repetition_penalty(self._logits, self._rows, self.params.repetition_penalty)
+        chosen = self._sample(scores).astype(np.int64)  # (batch,)
+        for i, token in enumerate(chosen):
+            if self._reasons[i] is not None:
+                chosen[i] = self.pad
+                continue
+            self._rows[i].append(int(token))
+            self._reasons[i] = self._stop_reason(i, int(token))
+        self._pending = chosen
+
+    def _stop_reason(self, row: int, token: int) -> str | None:
+        if token in self.eos:
+            return EOS
+        if len(self._rows[row]) - self._prompt_lengths[row] >= self.params.max_new_tokens:
+            return LENGTH
+        if self._cache.offset + 1 > self.max_context:  # feeding this token would overflow the positions
+            return CONTEXT
+        return None
+
+    def stop_row(self, row: int, reason: str = STOP) -> None:
+        """End ROW now (the caller saw a stop string); its later tokens are ignored."""
+        if self._reasons[row] is None:
+            self._reasons[row] = reason
+
+    # -- reading ---------------------------------------------------------------------------
+    @property
+    def batch(self) -> int:
+        return len(self._rows)
+
+    def is_done(self) -> bool:
+        return self._cache is not None and all(r is not None for r in self._reasons)
+
+    def is_row_done(self, row: int) -> bool:
+        return self._reasons[row] is not None
+
+    def get_next_tokens(self) -> np.ndarray:
+        """(batch,) ids chosen by the last step (pad for rows that had already finished)."""
+        if self._pending is None:
+            raise GenerationError("no token chosen yet; call generate_next_token first")
+        return self._pending.copy()
+
+    def get_sequence(self, row: int) -> list[int]:
+        """Prompt and generated ids of ROW, without padding (an ending eos included)."""
+        return list(self._rows[row])
+
+    def get_new_tokens(self, row: int) -> list[int]:
+        """Ids generated for ROW since the last append_tokens."""
+        return self._rows[row][self._prompt_lengths[row]:]
+
+    def finish_reason(self, row: int) -> str | None:
+        """eos, length, context or stop; None while the row is running."""
+        return self._reasons[row]
+
+    # -- rewinding -------------------------------------------------------------------------
+    def rewind_to(self, length: int) -> None:
+        """Keep the first LENGTH tokens of the (single) row and continue from there."""
+        if self.batch != 1:
+            raise GenerationError(f"rewind_to works on a batch of one; this generator holds {self.batch} rows")
+        row = self._rows[0]
+        if not isinstance(length, int) or not 1 <= length <= len(row):
+            raise GenerationError(f"rewind_to needs a length in 1..{len(row)}, got {length!r}")
+        self._cache.trim(self._cache.offset - (length - 1))  # the cache holds every token but the pending one
+        del row[length:]
+        self._pending = np.asarray([row[-1]], dtype=np.int64)  # re-fed at the next step
+        self._prompt_lengths = [min(self._prompt_lengths[0], length)]
+        self._reasons = [None]
+
+
+def _as_rows(tokens: Sequence[int] | Sequence[Sequence[int]]) -> list[list[int]]:
+    """One row of ids, or one list per row -> list of rows; every row non-empty whole numbers."""
+    if isinstance(tokens, np.ndarray):
+        tokens = tokens.tolist()
+    if not isinstance(tokens, (list, tuple)) or not tokens:
+        raise GenerationError(f"append_tokens needs a non-empty list of token ids, got {tokens!r:.60}")
+    rows = [list(tokens)] if all(_is_id(t) for t in tokens) else [list(r) if isinstance(r, (list, tuple, np.ndarray)) else r for r in tokens]
+    for i, row in enumerate(rows):
+        if not isinstance(row, list) or not row or not all(_is_id(t) for t in row):
+            raise GenerationError(f"row {i} of append_tokens is not a non-empty list of token ids")
+    return [[int(t) for t in row] for row in rows]
+
+
+def _is_id(t) -> bool:
+    return isinstance(t, (int, np.integer)) and not isinstance(t, bool) and t >= 0

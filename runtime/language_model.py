@@ -1,0 +1,248 @@
+"""Text in, text out for decoder bundles: prompts, chat, sampling options, stops, streaming, batches.
+
+`LanguageModel` is a thin layer over `Generator` (which works on ids): it turns prompts into ids
+(plain text with the tokenizer's special tokens; chat messages through the chat template
+without them, as transformers does), resolves sampling options against the bundle's
+generation defaults, detokenizes each row as it grows, ends rows on stop strings, and times
+prefill and decode.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Union
+
+from edgelm.errors import GenerationError
+from edgelm.runtime.bundle import Bundle, FrontEnd
+from edgelm.runtime.chat_template import check_messages, render_chat
+from edgelm.runtime.decoder import DecoderGraph
+from edgelm.runtime.detokenizer import StreamingDetokenizer
+from edgelm.runtime.generator import STOP, Generator, GeneratorParams
+from edgelm.runtime.manifest import DECODER_TASKS
+
+DEFAULT_MAX_NEW_TOKENS = 256
+Messages = list[dict[str, str]]
+Prompt = Union[str, Messages]
+
+
+@dataclass
+class Completion:
+    """One row's result, with what it cost."""
+
+    text: str
+    token_ids: list[int]  # generated ids (an ending eos included)
+    finish_reason: str  # eos | length | context | stop
+    prompt_tokens: int
+    first_token_seconds: float = 0.0  # prefill + first choice (time to first token)
+    decode_seconds: float = 0.0  # every later step
+
+    @property
+    def decode_tokens_per_second(self) -> float:
+        """Tokens after the first, per second of decoding."""
+        return (len(self.token_ids) - 1) / self.decode_seconds if self.decode_seconds > 0 else float("nan")
+
+
+@dataclass(frozen=True)
+class _Request:
+    """Options of one generate/stream call, checked and resolved against the bundle's defaults."""
+
+    params: GeneratorParams
+    stop: tuple[str, ...] = ()
+    truncate_prompt: bool = False
+
+
+@dataclass
+class _Row:
+    """Text state of one row: its detokenizer and the text kept so far (a stop string cut off)."""
+
+    detok: StreamingDetokenizer
+    text: str = ""
+    held: str = ""  # emitted by the detokenizer, held back: may begin a stop string
+    seen: int = 0  # generated tokens already turned into text
+
+
+class LanguageModel(FrontEnd):
+    """A decoder bundle: generate, stream and chat, plus `generator()` for step-wise control."""
+
+    def __init__(self, bundle: Bundle):
+        bundle.require_task("LanguageModel (generate, stream, complete, generator)", DECODER_TASKS)
+        self.bundle = bundle
+        self.tokenizer = bundle.tokenizer
+        self.graph = DecoderGraph(bundle.session, bundle.manifest, bundle.device)
+        self._template = None
+        if self.manifest.chat_template_file:
+            self._template = (bundle.folder / self.manifest.chat_template_file).read_text()
+
+    # -- prompts ---------------------------------------------------------------------------
+    def encode(self, prompt: Prompt, chat: bool = False) -> list[int]:
+        """Prompt ids: a str as plain text (with special tokens), or messages through the chat template.
+
+        chat=True wraps a str as one user message.
+        """
+        if isinstance(prompt, str) and not prompt.strip():
+            raise GenerationError("the prompt is empty; pass some text")
+        if isinstance(prompt, str) and chat:
+            prompt = [{"role": "user", "content": prompt}]
+        if isinstance(prompt, str):
+            return self.tokenizer.encode(prompt, add_special_tokens=True).ids
+        return self.tokenizer.encode(self.render_chat(prompt), add_special_tokens=False).ids
+
+    def render_chat(self, messages: Messages, add_generation_prompt: bool = True) -> str:
+        if self._template is None:
+            raise GenerationError(f"{self.bundle.folder} has no chat template; pass plain text prompts")
+        strings = self.manifest.special_token_strings or self._strings_from_ids()
+        return render_chat(self._template, check_messages(messages), strings, add_generation_prompt)
+
+    def _strings_from_ids(self) -> dict[str, str]:
+        """bos_token/eos_token... for bundles written before the manifest recorded them."""
+        special = self.manifest.special_tokens
+        ids = {"bos_token": special.bos, "eos_token": special.eos[0] if special.eos else None,
+               "pad_token": special.pad, "unk_token": special.unk}
+        return {k: self.tokenizer.id_to_token(v) for k, v in ids.items() if v is not None}
+
+    # -- options ---------------------------------------------------------------------------
+    def params(self, max_new_tokens: int | None = None, temperature: float | None = None, top_k: int | None = None,
+               top_p: float | None = None, repetition_penalty: float | None = None,
+               seed: int | None = None) -> GeneratorParams:
+        """GeneratorParams with every unset option taken from the bundle's generation defaults.
+
+        As in transformers: greedy unless the bundle says do_sample (or a temperature > 0 is
+        given); when sampling, top_k defaults to 50.
+        """
+        defaults = self.manifest.generation
+        if temperature is None:
+            temperature = float(defaults.get("temperature", 1.0)) if defaults.get("do_sample") else 0.0
+        return GeneratorParams(
+            max_new_tokens=max_new_tokens if max_new_tokens is not None else int(defaults.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)),
+            temperature=temperature,
+            top_k=top_k if top_k is not None else (int(defaults.get("top_k", 50)) if temperature else 0),
+            top_p=top_p if top_p is not None else float(defaults.get("top_p", 1.0)),
+            repetition_penalty=repetition_penalty if repetition_penalty is not None else float(defaults.get("repetition_penalty", 1.0)),
+            seed=seed,
+        )
+
+    def generator(self, params: GeneratorParams | None = None, **options: Any) -> Generator:
+        """A step-wise Generator on this bundle (params, or options as for `params`)."""
+        special = self.manifest.special_tokens
+        return Generator(self.graph, params or self.params(**options), self.manifest.max_context,
+                         eos=special.eos, pad=special.pad)
+
+    # -- generation ------------------------------------------------------------------------
+    def generate(self, prompt: Prompt | Sequence[Prompt], *, chat: bool = False, stop: Sequence[str] = (),
+                 truncate_prompt: bool = False, **options: Any) -> str | list[str]:
+        """The generated text for one prompt, or a list for a list of prompts (run as one batch)."""
+        single = isinstance(prompt, str) or _is_messages(prompt)
+        completions = self.complete([prompt] if single else prompt, chat=chat, stop=stop,
+                                    truncate_prompt=truncate_prompt, **options)
+        texts = [c.text for c in completions]
+        return texts[0] if single else texts
+
+    def stream(self, prompt: Prompt, *, chat: bool = False, stop: Sequence[str] = (), truncate_prompt: bool = False,
+               **options: Any) -> Iterator[str]:
+        """Text pieces as they are generated; joined, they equal `generate`'s text exactly."""
+        yield from self._run([prompt], chat, self._request(stop, truncate_prompt, options), stream=True)
+
+    def complete(self, prompts: Sequence[Prompt], *, chat: bool = False, stop: Sequence[str] = (),
+                 truncate_prompt: bool = False, **options: Any) -> list[Completion]:
+        """A Completion (text, ids, finish reason, timings) per prompt, decoded as one batch."""
+        if isinstance(prompts, str) or _is_messages(prompts) or not isinstance(prompts, (list, tuple)) or not prompts:
+            raise GenerationError("complete needs a non-empty list of prompts")
+        runner = self._run(prompts, chat, self._request(stop, truncate_prompt, options), stream=False)
+        while True:  # a non-streaming run yields nothing; its Completions are the generator's return value
+            try:
+                next(runner)
+            except StopIteration as finished:
+                return finished.value
+
+    def _request(self, stop: Sequence[str], truncate_prompt: bool, options: dict[str, Any]) -> _Request:
+        unknown = set(options) - {"max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "seed"}
+        if unknown:
+            raise GenerationError(f"unknown generation option(s) {', '.join(sorted(unknown))}")
+        stop = (stop,) if isinstance(stop, str) else tuple(stop)
+        if not all(isinstance(s, str) and s for s in stop):
+            raise GenerationError(f"stop must be a list of non-empty strings, got {stop!r}")
+        return _Request(self.params(**options), stop, bool(truncate_prompt))
+
+    def _prompt_ids(self, prompts: Sequence[Prompt], chat: bool, request: _Request) -> list[list[int]]:
+        rows = []
+        for i, prompt in enumerate(prompts):
+            if not isinstance(prompt, str) and not _is_messages(prompt):
+                raise GenerationError(f"prompt {i} must be a str or a list of chat messages, got {type(prompt).__name__}")
+            rows.append(self._fit_context(self.encode(prompt, chat), request))
+        return rows
+
+    def _fit_context(self, ids: list[int], request: _Request) -> list[int]:
+        """The prompt ids, or a clear error / its newest tokens when it leaves no room to generate."""
+        limit = self.manifest.max_context
+        if len(ids) < limit:
+            return ids
+        if not request.truncate_prompt:
+            raise GenerationError(f"the prompt has {len(ids)} tokens and the model's limit is {limit}; "
+                                  "shorten it or pass truncate_prompt=True (--truncate-prompt) to drop its oldest tokens")
+        keep = max(limit - request.params.max_new_tokens, 1)
+        warnings.warn(f"prompt truncated from {len(ids)} to its last {keep} tokens to fit the model's limit of {limit}",
+                      UserWarning, stacklevel=4)
+        return ids[-keep:]
+
+    def _run(self, prompts: Sequence[Prompt], chat: bool, request: _Request, stream: bool):
+        """Decode PROMPTS as one batch. Yields row 0's text pieces when STREAM; returns the Completions."""
+        prompt_ids = self._prompt_ids(prompts, chat, request)
+        gen = self.generator(request.params)
+        rows = [_Row(StreamingDetokenizer(self.tokenizer)) for _ in prompt_ids]
+        start = time.perf_counter()
+        gen.append_tokens(prompt_ids)  # prefill
+        first = None
+        while not gen.is_done():
+            gen.generate_next_token()  # one token for every unfinished row
+            first = first or time.perf_counter()
+            for i, row in enumerate(rows):
+                if gen.finish_reason(i) == STOP:
+                    continue
+                for token in gen.get_new_tokens(i)[row.seen:]:
+                    row.seen += 1
+                    piece = self._extend(row, token, request.stop)
+                    if piece is None:  # a stop string ended this row
+                        gen.stop_row(i)
+                        break
+                    if stream and i == 0 and piece:
+                        yield piece
+        end = time.perf_counter()
+        for i, row in enumerate(rows):
+            if gen.finish_reason(i) != STOP:  # what the stop-string check held back, and any unfinished character
+                rest = row.held + row.detok.finish()
+                row.text, row.held = row.text + rest, ""
+                if stream and i == 0 and rest:
+                    yield rest
+        return [
+            Completion(text=row.text, token_ids=gen.get_new_tokens(i), finish_reason=gen.finish_reason(i),
+                       prompt_tokens=len(prompt_ids[i]), first_token_seconds=first - start, decode_seconds=end - first)
+            for i, row in enumerate(rows)
+        ]
+
+    @staticmethod
+    def _extend(row: _Row, token: int, stops: tuple[str, ...]) -> str | None:
+        """Add TOKEN's text to ROW; return the piece now safe to show, or None when a stop string appeared.
+
+        Text that could be the start of a stop string is held back until it is clearly not one,
+        so streamed pieces never show a stop string, even one spread over several tokens.
+        """
+        pending = row.held + row.detok.add(token)
+        if not stops:
+            row.text += pending
+            return pending
+        for s in stops:
+            at = (row.text + pending).find(s)
+            if at >= 0:
+                row.held, cut = "", at - len(row.text)
+                row.text += pending[:max(cut, 0)]
+                return None
+        keep = max((k for s in stops for k in range(1, len(s)) if pending.endswith(s[:k])), default=0)
+        row.text, row.held = row.text + pending[:len(pending) - keep], pending[len(pending) - keep:]
+        return pending[:len(pending) - keep]
+
+
+def _is_messages(prompt: Any) -> bool:
+    return isinstance(prompt, (list, tuple)) and bool(prompt) and all(isinstance(m, dict) for m in prompt)
