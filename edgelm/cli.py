@@ -96,7 +96,10 @@ def sampling_options(fn):
 def _load(bundle: Path, provider: str, threads: int | None, fast: bool):
     from edgelm.runtime import load
 
-    return load(bundle, provider=provider, threads=threads, fast=fast)
+    front_end = load(bundle, provider=provider, threads=threads, fast=fast)
+    for note in front_end.bundle.file_notes:  # what --fast skipped
+        click.echo(f"note: {note}", err=True)
+    return front_end
 
 
 def _generation_kwargs(options: dict) -> dict:

@@ -36,3 +36,14 @@ class QuantizeError(EdgelmError):
 
 class GenerationError(EdgelmError):
     """A runtime call got bad arguments (empty prompt, bad sampling value, wrong task)."""
+
+
+def warn(message: str, category: type[Warning] = UserWarning) -> None:
+    """warnings.warn pointing at the first caller outside edgelm, so users see their own line."""
+    import sys
+    import warnings
+
+    frame, level = sys._getframe(1), 2  # level 2 = warn's caller
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("edgelm"):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)

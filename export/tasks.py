@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from edgelm.runtime.manifest import TASKS
 
 # edgelm task -> optimum exporter task. Decoders always get the past-key-value graph.
 OPTIMUM_TASK = {

@@ -72,6 +72,7 @@ class Generator:
         self._reasons: list[str | None] = []
         self._logits: np.ndarray | None = None  # (batch, vocab) for the next choice
         self._pending: np.ndarray | None = None  # (batch,) chosen, not yet fed to the graph
+        self._filler = np.zeros(0, dtype=bool)  # (batch,) pending entries that are pad for finished rows
 
     # -- feeding ---------------------------------------------------------------------------
     def append_tokens(self, tokens: Sequence[int] | Sequence[Sequence[int]]) -> None:
@@ -90,16 +91,17 @@ class Generator:
             self._reasons = [None] * len(rows)
         elif len(rows) != self.batch:
             raise GenerationError(f"append_tokens got {len(rows)} rows for a batch of {self.batch}; pass one list per row")
-        if self._pending is not None:  # the last chosen tokens were never fed: they go first
-            rows = [[int(p)] + r for p, r in zip(self._pending, rows)]
-            self._rows = [r[:-1] for r in self._rows]
+        if self._pending is not None:  # the last chosen real tokens were never fed: they go first
+            for i in np.flatnonzero(~self._filler):
+                rows[i] = [self._rows[i].pop()] + rows[i]
             self._pending = None
-        width = max(map(len, rows))
-        if self._cache.offset + width > self.max_context:
+        longest = max(len(held) + len(new) for held, new in zip(self._rows, rows))
+        if longest > self.max_context:
             raise GenerationError(
-                f"the batch would hold {self._cache.offset + width} tokens, over the model's limit of "
-                f"{self.max_context}; shorten the prompt or let it be truncated (truncate_prompt=True)"
+                f"a sequence would hold {longest} tokens, over the model's limit of {self.max_context}; "
+                "shorten the prompt or let it be truncated (truncate_prompt=True)"
             )
+        width = max(map(len, rows))
         ids = np.full((self.batch, width), self.pad, dtype=np.int64)  # (batch, width), left-padded
         mask = np.zeros((self.batch, width), dtype=np.int64)
         for i, row in enumerate(rows):
@@ -110,9 +112,10 @@ class Generator:
         self._reasons = [None] * self.batch
 
     def _feed_pending(self) -> None:
-        """Run the tokens chosen last step (finished rows get pad, whose output is ignored)."""
+        """Run the tokens chosen last step; finished rows get pad with mask 0, so they stay as they were."""
         ids = self._pending[:, None]  # (batch, 1)
-        self._logits = self.graph.forward(self._cache, ids)[:, -1, :]
+        mask = (~self._filler).astype(np.int64)[:, None]  # (batch, 1)
+        self._logits = self.graph.forward(self._cache, ids, mask)[:, -1, :]
         self._pending = None
 
     # -- choosing --------------------------------------------------------------------------
@@ -126,12 +129,11 @@ class Generator:
             self._feed_pending()
         scores = apply_repetition_penalty(self._logits, self._rows, self.params.repetition_penalty)
         chosen = self._sample(scores).astype(np.int64)  # (batch,)
-        for i, token in enumerate(chosen):
-            if self._reasons[i] is not None:
-                chosen[i] = self.pad
-                continue
-            self._rows[i].append(int(token))
-            self._reasons[i] = self._stop_reason(i, int(token))
+        self._filler = np.asarray([r is not None for r in self._reasons], dtype=bool)
+        chosen[self._filler] = self.pad
+        for i in np.flatnonzero(~self._filler):
+            self._rows[i].append(int(chosen[i]))
+            self._reasons[i] = self._stop_reason(i, int(chosen[i]))
         self._pending = chosen
 
     def _stop_reason(self, row: int, token: int) -> str | None:
@@ -139,7 +141,7 @@ class Generator:
             return EOS
         if len(self._rows[row]) - self._prompt_lengths[row] >= self.params.max_new_tokens:
             return LENGTH
-        if self._cache.offset + 1 > self.max_context:  # feeding this token would overflow the positions
+        if len(self._rows[row]) >= self.max_context:  # the sequence is full: its last token is never fed
             return CONTEXT
         return None
 
@@ -188,6 +190,7 @@ class Generator:
         self._cache.trim(self._cache.offset - (length - 1))  # the cache holds every token but the pending one
         del row[length:]
         self._pending = np.asarray([row[-1]], dtype=np.int64)  # re-fed at the next step
+        self._filler = np.zeros(1, dtype=bool)
         self._prompt_lengths = [min(self._prompt_lengths[0], length)]
         self._reasons = [None]
 

@@ -10,12 +10,11 @@ prefill and decode.
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
-from edgelm.errors import GenerationError
+from edgelm.errors import GenerationError, warn
 from edgelm.runtime.bundle import Bundle, FrontEnd
 from edgelm.runtime.chat_template import check_messages, render_chat
 from edgelm.runtime.decoder import DecoderGraph
@@ -183,8 +182,7 @@ class LanguageModel(FrontEnd):
             raise GenerationError(f"the prompt has {len(ids)} tokens and the model's limit is {limit}; "
                                   "shorten it or pass truncate_prompt=True (--truncate-prompt) to drop its oldest tokens")
         keep = max(limit - request.params.max_new_tokens, 1)
-        warnings.warn(f"prompt truncated from {len(ids)} to its last {keep} tokens to fit the model's limit of {limit}",
-                      UserWarning, stacklevel=4)
+        warn(f"prompt truncated from {len(ids)} to its last {keep} tokens to fit the model's limit of {limit}")
         return ids[-keep:]
 
     def _run(self, prompts: Sequence[Prompt], chat: bool, request: _Request, stream: bool):
@@ -203,19 +201,22 @@ class LanguageModel(FrontEnd):
                     continue
                 for token in gen.get_new_tokens(i)[row.seen:]:
                     row.seen += 1
-                    piece = self._extend(row, token, request.stop)
-                    if piece is None:  # a stop string ended this row
-                        gen.stop_row(i)
-                        break
+                    piece, stopped = self._extend(row, row.detok.add(token), request.stop)
                     if stream and i == 0 and piece:
                         yield piece
+                    if stopped:  # a stop string ended this row
+                        gen.stop_row(i)
+                        break
         end = time.perf_counter()
         for i, row in enumerate(rows):
-            if gen.finish_reason(i) != STOP:  # what the stop-string check held back, and any unfinished character
-                rest = row.held + row.detok.finish()
-                row.text, row.held = row.text + rest, ""
-                if stream and i == 0 and rest:
-                    yield rest
+            if gen.finish_reason(i) != STOP:  # any unfinished character, then what the stop check held back
+                piece, stopped = self._extend(row, row.detok.finish(), request.stop)
+                if stopped:
+                    gen.stop_row(i)
+                else:
+                    piece, row.text, row.held = piece + row.held, row.text + row.held, ""
+                if stream and i == 0 and piece:
+                    yield piece
         return [
             Completion(text=row.text, token_ids=gen.get_new_tokens(i), finish_reason=gen.finish_reason(i),
                        prompt_tokens=len(prompt_ids[i]), first_token_seconds=first - start, decode_seconds=end - first)
@@ -223,25 +224,23 @@ class LanguageModel(FrontEnd):
         ]
 
     @staticmethod
-    def _extend(row: _Row, token: int, stops: tuple[str, ...]) -> str | None:
-        """Add TOKEN's text to ROW; return the piece now safe to show, or None when a stop string appeared.
+    def _extend(row: _Row, new_text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
+        """Add NEW_TEXT to ROW; return the piece now safe to show, and whether a stop string appeared.
 
         Text that could be the start of a stop string is held back until it is clearly not one,
-        so streamed pieces never show a stop string, even one spread over several tokens.
+        so streamed pieces never show a stop string, even one spread over several tokens; the
+        text before a stop string is still shown.
         """
-        pending = row.held + row.detok.add(token)
-        if not stops:
-            row.text += pending
-            return pending
-        for s in stops:
-            at = (row.text + pending).find(s)
-            if at >= 0:
-                row.held, cut = "", at - len(row.text)
-                row.text += pending[:max(cut, 0)]
-                return None
+        pending = row.held + new_text
+        found = [at for at in ((row.text + pending).find(s) for s in stops) if at >= 0]
+        if found:
+            piece = pending[:max(min(found) - len(row.text), 0)]
+            row.text, row.held = row.text + piece, ""
+            return piece, True
         keep = max((k for s in stops for k in range(1, len(s)) if pending.endswith(s[:k])), default=0)
-        row.text, row.held = row.text + pending[:len(pending) - keep], pending[len(pending) - keep:]
-        return pending[:len(pending) - keep]
+        piece = pending[:len(pending) - keep]
+        row.text, row.held = row.text + piece, pending[len(pending) - keep:]
+        return piece, False
 
 
 def _is_messages(prompt: Any) -> bool:

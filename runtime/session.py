@@ -8,13 +8,12 @@ through numpy every step.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import onnxruntime as ort
 
-from edgelm.errors import BundleError
+from edgelm.errors import BundleError, warn
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
@@ -36,7 +35,7 @@ def resolve_provider(provider: str = "auto") -> str:
     if provider == "auto":
         if PROVIDERS["cuda"] in available:
             return "cuda"
-        warnings.warn("CUDA execution provider not available; running on CPU", RuntimeWarning, stacklevel=3)
+        warn("CUDA execution provider not available; running on CPU", RuntimeWarning)
         return "cpu"
     if provider not in PROVIDERS:
         raise BundleError(f"provider {provider!r} is not one of auto, cpu, cuda")

@@ -1,8 +1,10 @@
-"""The main job on the embedded default models: export SmolLM2 and MiniLM to verified bundles.
+"""The main job on the embedded default models: export SmolLM2 and MiniLM, then run them.
 
     python scripts/pipeline.py --models .models --out out
 
-Prints what each stage did. (The runtime and quantize stages extend this script.)
+Export writes verified bundles; the runtime (numpy + onnxruntime + tokenizers, no torch) then
+generates a chat reply with SmolLM2, streamed as it comes, and embeds a few sentences with
+MiniLM. Prints what each stage did and how fast it ran.
 """
 
 from __future__ import annotations
@@ -11,11 +13,11 @@ import time
 from pathlib import Path
 
 import click
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 from edgelm.export import export
-from edgelm.export.verify import DECODER_PROMPTS
 from edgelm.report import bundle_bytes, short_verification
 
 DEFAULTS = (
@@ -23,22 +25,53 @@ DEFAULTS = (
     ("SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2", "text-generation"),
     ("all-MiniLM-L6-v2", "minilm", "feature-extraction"),
 )
+CHAT_PROMPT = "Explain in two sentences why the sky is blue."
+SENTENCES = ["The cat sits on the mat.", "A kitten is resting on a rug.", "Stock markets fell sharply today.",
+             "Edge boxes run language models without a GPU."]
 
 
 @click.command()
 @click.option("--models", type=click.Path(path_type=Path), default=Path(".models"), show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("out"), show_default=True)
-def main(models: Path, out: Path):
-    console = Console()
+@click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
+def main(models: Path, out: Path, provider: str):
+    console = Console(soft_wrap=True)
     table = Table("bundle", "task", "size", "export", "parity with transformers", title="edgelm pipeline: export")
     for src, name, task in DEFAULTS:
         start = time.perf_counter()
         manifest = export(models / src, out / name, task, force=True)
-        seconds = time.perf_counter() - start
-        table.add_row(str(out / name), task, f"{bundle_bytes(manifest) / 1e6:.0f} MB", f"{seconds:.0f} s", short_verification(manifest.verification))
-        if manifest.verification.get("greedy_text"):
-            console.print(f"SmolLM2 greedy answer to {DECODER_PROMPTS[0]!r}: {manifest.verification['greedy_text']!r}")
+        table.add_row(str(out / name), task, f"{bundle_bytes(manifest) / 1e6:.0f} MB", f"{time.perf_counter() - start:.0f} s",
+                      short_verification(manifest.verification))
     console.print(table)
+    run_bundles(console, out / "smollm2", out / "minilm", provider)
+
+
+def run_bundles(console: Console, decoder: Path, encoder: Path, provider: str) -> None:
+    """Generate and embed through edgelm.runtime, printing the output and the speed."""
+    from edgelm.runtime import load
+
+    lm = load(decoder, provider=provider)
+    console.print(f"\n[bold]{decoder.name}[/] on {lm.provider}, chat prompt {CHAT_PROMPT!r}:")
+    pieces = []
+    for piece in lm.stream(CHAT_PROMPT, chat=True, max_new_tokens=64):
+        pieces.append(piece)
+        console.print(piece, end="", markup=False, highlight=False)
+    console.print()
+    done = lm.complete([CHAT_PROMPT], chat=True, max_new_tokens=64)[0]  # the same greedy reply, timed
+    assert done.text == "".join(pieces)
+    console.print(f"  {len(done.token_ids)} tokens ({done.finish_reason}), first after {done.first_token_seconds * 1000:.0f} ms, "
+                  f"decode {done.decode_tokens_per_second:.1f} tokens/s")
+
+    enc = load(encoder, provider=provider)
+    enc.embed(SENTENCES)  # warm up
+    start = time.perf_counter()
+    vectors = enc.embed(SENTENCES * 16)[: len(SENTENCES)]
+    rate = len(SENTENCES) * 16 / (time.perf_counter() - start)
+    console.print(f"\n[bold]{encoder.name}[/] on {enc.provider}: {vectors.shape[1]}-d vectors, {rate:.0f} sentences/s; cosine similarities:")
+    sims = vectors @ vectors.T  # the vectors are L2-normalised in the graph
+    for i, text in enumerate(SENTENCES):
+        best = int(np.argsort(-sims[i])[1])
+        console.print(f"  {text!r:52} closest: {SENTENCES[best]!r} ({sims[i, best]:.3f})", markup=False, highlight=False)
 
 
 if __name__ == "__main__":

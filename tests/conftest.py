@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,10 @@ REPO = Path(__file__).resolve().parents[1]
 MODELS = Path(os.environ.get("EDGELM_MODELS", REPO / ".models"))
 SMOLLM2_GGUF = MODELS / "SmolLM2-135M-Instruct.Q4_1.gguf"
 MINILM = MODELS / "all-MiniLM-L6-v2"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: needs the CUDA execution provider (onnxruntime-gpu and a GPU)")
 
 
 @pytest.fixture(scope="session")
@@ -57,3 +63,26 @@ def require_real_models():
     missing = [p for p in (SMOLLM2_GGUF, MINILM) if not p.exists()]
     if missing:
         pytest.fail(f"real models missing ({', '.join(map(str, missing))}); run `make models` first", pytrace=False)
+
+
+def _export_with_the_cli(*args) -> None:
+    result = subprocess.run([sys.executable, "-m", "edgelm.cli", "export", *map(str, args)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.fixture(scope="session")
+def smollm2_bundle(tmp_path_factory):
+    """SmolLM2 exported once per session through the CLI (about a minute), shared by every module."""
+    require_real_models()
+    out = tmp_path_factory.mktemp("real") / "smol"
+    _export_with_the_cli(SMOLLM2_GGUF, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def minilm_bundle(tmp_path_factory):
+    """all-MiniLM-L6-v2 exported once per session through the CLI as a feature-extraction bundle."""
+    require_real_models()
+    out = tmp_path_factory.mktemp("real") / "minilm"
+    _export_with_the_cli(MINILM, out, "--task", "feature-extraction")
+    return out

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
 from tokenizers import Tokenizer
 
+from edgelm.runtime import load
 from edgelm.runtime.decoder import DecoderGraph, greedy_continuation
 from edgelm.runtime.manifest import check_files, read_manifest
 from tests.conftest import MINILM, SMOLLM2_GGUF, require_real_models
@@ -19,23 +17,30 @@ pytestmark = pytest.mark.real
 
 
 @pytest.fixture(scope="module")
-def smollm2_bundle(tmp_path_factory):
+def hf_smollm2():
+    """transformers' SmolLM2 tokenizer and fp32 model, loaded once for this module."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     require_real_models()
-    out = tmp_path_factory.mktemp("real") / "smol"
-    result = subprocess.run([sys.executable, "-m", "edgelm.cli", "export", str(SMOLLM2_GGUF), str(out)],
-                            capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return out
+    tokenizer = AutoTokenizer.from_pretrained(SMOLLM2_GGUF.parent, gguf_file=SMOLLM2_GGUF.name)
+    model = AutoModelForCausalLM.from_pretrained(SMOLLM2_GGUF.parent, gguf_file=SMOLLM2_GGUF.name, dtype=torch.float32).eval()
+    return tokenizer, model
 
 
 @pytest.fixture(scope="module")
-def minilm_bundle(tmp_path_factory):
-    require_real_models()
-    out = tmp_path_factory.mktemp("real") / "minilm"
-    result = subprocess.run([sys.executable, "-m", "edgelm.cli", "export", str(MINILM), str(out),
-                             "--task", "feature-extraction"], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return out
+def smollm2(smollm2_bundle):
+    """The SmolLM2 bundle opened by the runtime on the CPU."""
+    return load(smollm2_bundle, provider="cpu")
+
+
+def hf_greedy(model, ids: list[int], max_new_tokens: int) -> list[int]:
+    """transformers' greedy generate on IDS: the new ids, an ending eos (2) included."""
+    from transformers import GenerationConfig
+
+    greedy = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=2, pad_token_id=2)
+    with torch.no_grad():
+        return model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                              generation_config=greedy)[0, len(ids):].tolist()
 
 
 def test_smollm2_gguf_bundle_describes_the_model(smollm2_bundle):
@@ -49,16 +54,11 @@ def test_smollm2_gguf_bundle_describes_the_model(smollm2_bundle):
     assert manifest.verification["weights_stored_once"]  # the tied 28M-element embedding is not duplicated
 
 
-def test_smollm2_32_greedy_tokens_equal_transformers_on_a_chat_prompt(smollm2_bundle):
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
-
-    hf_tokenizer = AutoTokenizer.from_pretrained(SMOLLM2_GGUF.parent, gguf_file=SMOLLM2_GGUF.name)
-    model = AutoModelForCausalLM.from_pretrained(SMOLLM2_GGUF.parent, gguf_file=SMOLLM2_GGUF.name, dtype=torch.float32).eval()
+def test_smollm2_32_greedy_tokens_equal_transformers_on_a_chat_prompt(smollm2_bundle, hf_smollm2):
+    hf_tokenizer, model = hf_smollm2
     messages = [{"role": "user", "content": "Write a short poem about the sea."}]
     ids = hf_tokenizer.apply_chat_template(messages, add_generation_prompt=True)
-    greedy = GenerationConfig(max_new_tokens=32, do_sample=False, eos_token_id=2, pad_token_id=2)
-    with torch.no_grad():
-        ref = model.generate(torch.tensor([ids]), generation_config=greedy)[0, len(ids):].tolist()
+    ref = hf_greedy(model, ids, 32)
     assert len(ref) == 32 and 2 not in ref  # the answer is longer than 32 tokens: all 32 are compared
     manifest = read_manifest(smollm2_bundle)
     # the bundle's own tokenizer.json must produce the same prompt ids as transformers
@@ -89,3 +89,68 @@ def test_minilm_embeddings_match_sentence_transformers(minilm_bundle):
     ref = SentenceTransformer(str(MINILM), device="cpu").encode(sentences)
     cosine = np.sum(ours * ref, axis=1) / (np.linalg.norm(ours, axis=1) * np.linalg.norm(ref, axis=1))
     assert cosine.min() >= 0.9999
+
+
+# -- the runtime on SmolLM2 ---------------------------------------------------------------------
+def test_smollm2_runtime_greedy_64_tokens_equal_transformers_generate(smollm2, hf_smollm2):
+    hf_tokenizer, model = hf_smollm2
+    prompt = "Write a short story about a robot who learns to paint."
+    messages = [{"role": "user", "content": prompt}]
+    ids = smollm2.encode(prompt, chat=True)
+    assert ids == hf_tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+    ref = hf_greedy(model, ids, 64)
+    assert len(ref) == 64 and 2 not in ref  # the story is longer than 64 tokens: all 64 are compared
+    got = smollm2.complete([prompt], chat=True, max_new_tokens=64)[0]
+    assert got.token_ids == ref
+    assert got.text == hf_tokenizer.decode(ref, skip_special_tokens=True)
+    assert (got.finish_reason, got.prompt_tokens) == ("length", len(ids))
+
+
+def test_smollm2_answers_the_capital_of_france_and_finishes_with_eos(smollm2):
+    c = smollm2.complete(["What is the capital of France?"], chat=True, max_new_tokens=64)[0]
+    assert c.finish_reason == "eos" and c.token_ids[-1] == 2
+    assert "Paris" in c.text and "<|im_end|>" not in c.text
+
+
+def _is_cjk(ch: str) -> bool:
+    return "\u4e00" <= ch <= "\u9fff"
+
+
+def _is_emoji(ch: str) -> bool:
+    return ord(ch) >= 0x1F000 or "\u2600" <= ch <= "\u27bf"
+
+
+@pytest.mark.parametrize("prompt,wanted", [("请用中文写一首关于雨的短诗。", _is_cjk),
+                                           ("Reply with three emoji: 🎉🚀🌧️", _is_emoji)], ids=["chinese", "emoji"])
+def test_smollm2_streams_chinese_and_emoji_exactly_as_generate(smollm2, prompt, wanted):
+    pieces = list(smollm2.stream(prompt, chat=True, max_new_tokens=40))
+    completion = smollm2.complete([prompt], chat=True, max_new_tokens=40)[0]
+    text = "".join(pieces)
+    assert text == completion.text == smollm2.generate(prompt, chat=True, max_new_tokens=40)
+    assert text == smollm2.tokenizer.decode(completion.token_ids, skip_special_tokens=True)
+    assert any(wanted(ch) for ch in text), text
+    assert all("\ufffd" not in piece for piece in pieces[:-1])  # no character is ever split between pieces
+    # a U+FFFD can only be the very end, where max_new_tokens cut a character's bytes short
+    assert "\ufffd" not in text.rstrip("\ufffd")
+    assert not text.endswith("\ufffd") or completion.finish_reason == "length"
+
+
+def test_smollm2_batch_of_chat_prompts_equals_running_each_alone(smollm2):
+    prompts = ["What is 2+2?", "Name a colour.", "Write a haiku about autumn leaves falling on a quiet pond."]
+    batch = smollm2.complete(prompts, chat=True, max_new_tokens=24)
+    assert len({c.prompt_tokens for c in batch}) == 3  # different lengths: left padding is involved
+    for prompt, row in zip(prompts, batch):
+        alone = smollm2.complete([prompt], chat=True, max_new_tokens=24)[0]
+        assert (row.token_ids, row.text, row.finish_reason) == (alone.token_ids, alone.text, alone.finish_reason)
+
+
+def test_smollm2_render_chat_and_encode_equal_transformers(smollm2, hf_smollm2):
+    hf_tokenizer, _ = hf_smollm2
+    messages = [{"role": "system", "content": "You are a helpful assistant."},
+                {"role": "user", "content": "What is the capital of France?"},
+                {"role": "assistant", "content": "Paris. 巴黎 🇫🇷"}]
+    for conversation in (messages, messages + [{"role": "user", "content": "And of Italy?"}]):
+        assert smollm2.render_chat(conversation) == hf_tokenizer.apply_chat_template(
+            conversation, tokenize=False, add_generation_prompt=True)
+        assert smollm2.encode(conversation) == hf_tokenizer.apply_chat_template(
+            conversation, tokenize=True, add_generation_prompt=True)

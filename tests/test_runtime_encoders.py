@@ -13,7 +13,7 @@ from sentence_transformers import SentenceTransformer, models
 from edgelm.errors import GenerationError
 from edgelm.runtime.bundle import open_bundle
 from edgelm.runtime.encoder import Encoder
-from tests.conftest import MINILM, require_real_models
+from tests.conftest import MINILM
 
 FAMILIES = ["bert", "distilbert", "roberta"]
 TEXTS = [  # deliberately of very different lengths, the longest not first
@@ -175,16 +175,6 @@ def test_embed_equals_sentence_transformers_and_keeps_order_across_batches(bundl
     single = encoder.embed(TEXTS[3])
     assert single.shape == (encoder.manifest.pooling.dimension,)
     np.testing.assert_allclose(single, vectors[3], atol=1e-5)
-
-
-@pytest.fixture(scope="module")
-def minilm_bundle(tmp_path_factory):
-    require_real_models()
-    from edgelm.export import export
-
-    out = tmp_path_factory.mktemp("real") / "minilm"
-    export(MINILM, out, "feature-extraction", progress=False)
-    return out
 
 
 @pytest.mark.real

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -42,3 +43,29 @@ def test_runtime_modules_import_and_run_a_bundle_without_torch(bundles):
     """)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "4"
+
+
+def test_load_generate_stream_batch_and_embed_run_without_torch(bundles):
+    decoder, _ = bundles("llama")
+    encoder, manifest = bundles("bert/feature-extraction")
+    result = run_blocked(f"""
+        import json
+        from edgelm.runtime import load
+        lm = load({str(decoder)!r}, provider="cpu")
+        text = lm.generate("The quick brown fox", max_new_tokens=8)
+        streamed = "".join(lm.stream("The quick brown fox", max_new_tokens=8))
+        batch = lm.generate(["Paris", "The quick brown fox"], max_new_tokens=8)
+        chat = lm.generate("hello", chat=True, max_new_tokens=4)
+        gen = lm.generator(max_new_tokens=3)
+        gen.append_tokens(lm.encode("Paris"))
+        while not gen.is_done():
+            gen.generate_next_token()
+        vectors = load({str(encoder)!r}, provider="cpu").embed(["a", "b c"])
+        import edgelm.cli, edgelm.console
+        print(json.dumps({{"text": text, "streamed": streamed, "batch": batch, "chat": chat,
+                          "steps": len(gen.get_new_tokens(0)), "shape": list(vectors.shape)}}))
+    """)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["streamed"] == out["text"] and out["batch"][1] == out["text"] and out["chat"]
+    assert out["steps"] == 3 and out["shape"] == [2, manifest.pooling.dimension]
