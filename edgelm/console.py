@@ -6,7 +6,6 @@ Only the runtime is used here, so `edgelm generate` and `edgelm chat` run on a b
 from __future__ import annotations
 
 import sys
-import time
 from typing import Any
 
 import click
@@ -16,20 +15,19 @@ from edgelm.errors import GenerationError
 
 def stream_reply(lm: Any, prompt: Any, chat: bool, stats: bool = False, **options: Any) -> str:
     """Print the reply to PROMPT piece by piece as it is generated; return its text."""
-    start, pieces = time.perf_counter(), []
-    for piece in lm.stream(prompt, chat=chat, **options):
-        if not pieces:
-            first = time.perf_counter() - start
-        pieces.append(piece)
-        click.echo(piece, nl=False)
-        sys.stdout.flush()
+    pieces = lm.stream(prompt, chat=chat, **options)
+    while True:
+        try:
+            click.echo(next(pieces), nl=False)
+            sys.stdout.flush()
+        except StopIteration as finished:
+            done = finished.value  # the run's Completion
+            break
     click.echo()
     if stats:
-        seconds = time.perf_counter() - start
-        tokens = len(lm.tokenizer.encode("".join(pieces), add_special_tokens=False).ids)
-        click.echo(f"[{tokens} tokens in {seconds:.2f} s, first after {first if pieces else seconds:.2f} s, "
-                   f"{tokens / seconds:.1f} tokens/s, provider {lm.provider}]", err=True)
-    return "".join(pieces)
+        click.echo(f"[{len(done.token_ids)} tokens ({done.finish_reason}), first after {done.first_token_seconds:.2f} s, "
+                   f"then {done.decode_tokens_per_second:.1f} tokens/s, provider {lm.provider}]", err=True)
+    return done.text
 
 
 def chat_loop(lm: Any, system: str | None = None, **options: Any) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 # edgelm task -> optimum exporter task. Decoders always get the past-key-value graph.
 OPTIMUM_TASK = {
     "text-generation": "text-generation-with-past",

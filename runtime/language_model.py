@@ -141,8 +141,12 @@ class LanguageModel(FrontEnd):
 
     def stream(self, prompt: Prompt, *, chat: bool = False, stop: Sequence[str] = (), truncate_prompt: bool = False,
                **options: Any) -> Iterator[str]:
-        """Text pieces as they are generated; joined, they equal `generate`'s text exactly."""
-        yield from self._run([prompt], chat, self._request(stop, truncate_prompt, options), stream=True)
+        """Text pieces as they are generated; joined, they equal `generate`'s text exactly.
+
+        The generator's return value (StopIteration.value) is the run's Completion.
+        """
+        completions = yield from self._run([prompt], chat, self._request(stop, truncate_prompt, options), stream=True)
+        return completions[0]
 
     def complete(self, prompts: Sequence[Prompt], *, chat: bool = False, stop: Sequence[str] = (),
                  truncate_prompt: bool = False, **options: Any) -> list[Completion]:

@@ -56,6 +56,8 @@ def open_session(graph: Path, provider: str = "cpu", threads: int | None = None)
         if not isinstance(threads, int) or isinstance(threads, bool) or threads < 0:
             raise BundleError(f"threads must be a whole number >= 0 (0 = onnxruntime's choice), got {threads!r}")
         options.intra_op_num_threads = threads
+    if provider == "cuda" and hasattr(ort, "preload_dlls"):
+        ort.preload_dlls()  # CUDA and cuDNN from pip's nvidia-* packages, when that is where they are
     try:
         session = ort.InferenceSession(str(graph), sess_options=options, providers=[PROVIDERS[provider]])
     except Exception as e:  # onnxruntime raises bare RuntimeError/Fail subclasses

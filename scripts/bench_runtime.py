@@ -5,7 +5,8 @@
 
 Decoders: time to first token (prefill + first choice), decode tokens/s over N greedy tokens
 (eos ignored, so both engines make exactly N), peak resident memory. transformers runs its own
-eager `generate` (PyTorch eager mode, its default attention) on the checkpoint the bundle came
+eager `generate` (PyTorch eager mode, no compile) twice, with
+its "eager" attention and with its default "sdpa" attention, on the checkpoint the bundle came
 from. Encoders: sentences/s over a fixed set, batch 32, against sentence-transformers' encode.
 
 Each engine runs in a child process of its own, so its peak memory is its own and neither warms
@@ -65,14 +66,15 @@ def _edgelm_decoder(bundle: Path, source: Path | None, tokens: int, repeats: int
             "text": lm.tokenizer.decode(gen.get_new_tokens(0))}
 
 
-def _transformers_decoder(bundle: Path, source: Path | None, tokens: int, repeats: int, threads: int) -> dict:
+def _transformers_decoder(bundle: Path, source: Path | None, tokens: int, repeats: int, threads: int,
+                          attention: str = "sdpa") -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
     torch.set_num_threads(threads)
     folder, gguf = (source.parent, {"gguf_file": source.name}) if source.suffix == ".gguf" else (source, {})
     tokenizer = AutoTokenizer.from_pretrained(folder, **gguf)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **gguf).eval()
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation=attention, **gguf).eval()
     if tokenizer.chat_template:
         ids = tokenizer.apply_chat_template([{"role": "user", "content": PROMPT}], add_generation_prompt=True)
     else:
@@ -123,7 +125,9 @@ def _median_rate(run, repeats: int) -> float:
 
 
 ENGINES = {
-    "edgelm-decoder": _edgelm_decoder, "transformers-decoder": _transformers_decoder,
+    "edgelm-decoder": _edgelm_decoder,
+    "transformers-eager-decoder": lambda *a: _transformers_decoder(*a, attention="eager"),
+    "transformers-sdpa-decoder": lambda *a: _transformers_decoder(*a, attention="sdpa"),
     "edgelm-encoder": _edgelm_encoder, "sentence-transformers-encoder": _sentence_transformers_encoder,
 }
 
@@ -147,10 +151,12 @@ def machine() -> str:
 
 
 def decoder_rows(results: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
-    base = results["transformers"]
-    header = ["engine", "prompt tokens", "time to first token", "decode tokens/s", "decode vs transformers", "peak RSS"]
+    eager, sdpa = results["transformers (eager attention)"], results["transformers (sdpa attention)"]
+    header = ["engine", "prompt tokens", "time to first token", "decode tokens/s", "vs transformers eager",
+              "vs transformers sdpa", "peak RSS"]
     rows = [[name, str(r["prompt_tokens"]), f"{r['first_token_s'] * 1000:.0f} ms", f"{r['decode_tok_s']:.1f}",
-             f"{r['decode_tok_s'] / base['decode_tok_s']:.2f}x", f"{r['peak_rss_mb']:.0f} MB"] for name, r in results.items()]
+             f"{r['decode_tok_s'] / eager['decode_tok_s']:.2f}x", f"{r['decode_tok_s'] / sdpa['decode_tok_s']:.2f}x",
+             f"{r['peak_rss_mb']:.0f} MB"] for name, r in results.items()]
     return header, rows
 
 
@@ -193,7 +199,8 @@ def main(bundle: Path, source: Path | None, tokens: int, repeats: int, threads: 
         print(json.dumps(result))
         return
     decoder = manifest["task"] == "text-generation"
-    engines = {"edgelm": "edgelm-decoder", "transformers": "transformers-decoder"} if decoder else \
+    engines = {"edgelm": "edgelm-decoder", "transformers (eager attention)": "transformers-eager-decoder",
+               "transformers (sdpa attention)": "transformers-sdpa-decoder"} if decoder else \
               {"edgelm": "edgelm-encoder", "sentence-transformers": "sentence-transformers-encoder"}
     results = {}
     with Progress(console=Console(stderr=True), transient=True) as progress:
