@@ -108,3 +108,49 @@ def _io_table(manifest: Manifest) -> Table:
         if hidden:
             table.add_row(kind, f"... {hidden} KV tensors", manifest.kv_cache.dtype, "(see kv cache)")
     return table
+
+
+def accuracy_cells(accuracy: dict) -> str:
+    """The gate's headline numbers, for tables."""
+    if "perplexity_increase" in accuracy:
+        return (f"ppl {accuracy['perplexity_float']:.2f} -> {accuracy['perplexity_quantized']:.2f} "
+                f"({accuracy['perplexity_increase']:+.2%}), top-1 agreement {accuracy['top1_agreement']:.1%}")
+    if "mean_cosine" in accuracy:
+        return f"cosine mean {accuracy['mean_cosine']:.4f}, min {accuracy['min_cosine']:.4f}"
+    return f"label agreement {accuracy['label_agreement']:.1%} of {accuracy['compared']}"
+
+
+def speed_cells(accuracy: dict) -> tuple[str, str, str]:
+    """(float speed, quantized speed, ratio) from the gate's speed record."""
+    before, after = accuracy["speed"]["float"], accuracy["speed"]["quantized"]
+    key, unit = ("decode_tokens_per_second", "tok/s") if "decode_tokens_per_second" in before else ("texts_per_second", "texts/s")
+    return f"{before[key]:.1f} {unit}", f"{after[key]:.1f} {unit}", f"{after[key] / before[key]:.2f}x"
+
+
+def print_quantize_summary(src: Path, out: Path, manifest: Manifest) -> None:
+    """What quantize did: size, accuracy against the float bundle and speed, before and after."""
+    base = read_manifest(src)
+    acc = manifest.accuracy
+    before, after = bundle_bytes(base), bundle_bytes(manifest)
+    verdict = "[green]passed[/]" if acc["passed"] else "[red]FAILED[/] (kept: --no-gate)"
+    console.print(f"[green]quantized[/] {src} -> {out} with {manifest.precision['method']}: gate {verdict}")
+    table = Table("", "float", manifest.precision["method"], "change", box=None, padding=(0, 2))
+    table.add_row("size", _mb(before), _mb(after), f"{after / before:.1%} of float")
+    speed_before, speed_after, ratio = speed_cells(acc)
+    table.add_row("speed here", speed_before, speed_after, ratio)
+    table.add_row("accuracy", "", accuracy_cells(acc), _limits(acc))
+    console.print(table)
+    for row in acc.get("greedy", []):
+        same = "identical" if row["first_difference"] is None else f"differ from token {row['first_difference']}"
+        console.print(f"  [bold]{row['prompt']}[/] ({same})\n    float:     {row['float']!r}\n    quantized: {row['quantized']!r}")
+    for failure in acc.get("failures", []):
+        console.print(f"  [red]gate:[/] {failure}")
+
+
+def _limits(accuracy: dict) -> str:
+    t = accuracy["thresholds"]
+    if "perplexity_increase" in accuracy:
+        return f"limit: ppl +{t['max_ppl_increase']:.0%}"
+    if "mean_cosine" in accuracy:
+        return f"limits: mean {t['min_mean_cosine']}, min {t['min_min_cosine']}"
+    return f"limit: {t['min_label_agreement']:.0%}"

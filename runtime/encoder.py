@@ -121,6 +121,16 @@ class Encoder(FrontEnd):
             )
         return encodings
 
+    def feeds(self, texts: Texts, batch_size: int = 32) -> list[dict[str, np.ndarray]]:
+        """The graph inputs for TEXTS, batch by batch, exactly as the runtime feeds them.
+
+        quantize's int8-static calibrates on these, so it sees the inputs the bundle will get.
+        """
+        items, _ = _as_list(texts)
+        _check_batch_size(batch_size)
+        encodings = self._encode(items)
+        return [self._feed([e.ids for e in encodings[i:i + batch_size]]) for i in range(0, len(encodings), batch_size)]
+
     def _run(self, encodings: list[Encoding], output: str, batch_size: int) -> list[np.ndarray]:
         """Run length-sorted batches; per text its row of OUTPUT, cut to its own length."""
         order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))

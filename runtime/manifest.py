@@ -87,6 +87,7 @@ class Manifest:
     pooling: Pooling | None = None
     precision: dict[str, Any] = field(default_factory=lambda: {"weights": "fp32", "method": None})
     verification: dict[str, Any] = field(default_factory=dict)
+    accuracy: dict[str, Any] = field(default_factory=dict)  # quantize's gate against the float bundle
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     edgelm_version: str = ""
@@ -135,6 +136,7 @@ class Manifest:
             "pooling": asdict(self.pooling) if self.pooling else None,
             "precision": self.precision,
             "verification": self.verification,
+            "accuracy": self.accuracy,
             "files": self.files,
         }
 
@@ -171,6 +173,7 @@ class Manifest:
                 pooling=Pooling(**d["pooling"]) if d.get("pooling") else None,
                 precision=d.get("precision", {}),
                 verification=d.get("verification", {}),
+                accuracy=d.get("accuracy") or {},
                 files=d.get("files", {}),
             )
         except (KeyError, TypeError, ValueError) as e:

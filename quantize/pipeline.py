@@ -1,0 +1,132 @@
+"""quantize(): float bundle -> smaller bundle that passed the accuracy gate.
+
+    read manifest + check files -> check texts and OUT -> pre-process graph -> choose float nodes
+    -> quantize (onnxruntime.quantization) -> write bundle files -> gate + speed against the float
+    bundle (through edgelm.runtime) -> manifest with precision and accuracy -> rename into OUT
+
+A failed gate raises QuantizeError and leaves nothing at OUT, unless options.gate is False,
+which still records the numbers.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import edgelm
+from edgelm.errors import QuantizeError
+from edgelm.progress import Steps
+from edgelm.quantize import gate, speed
+from edgelm.quantize.methods import (WEIGHT_ONLY, Method, QuantizeOptions, check_quantized, int8_dynamic, int8_static,
+                                     pad_batches, preprocess, weight_only)
+from edgelm.quantize.policy import nodes_to_keep
+from edgelm.quantize.text_inputs import prose_ids, sentences
+from edgelm.runtime.manifest import Manifest, check_files, read_manifest
+from edgelm.staging import check_out_folder, staged_folder
+
+
+def quantize(src: str | Path, out: str | Path, options: QuantizeOptions, *, force: bool = False,
+             progress: bool = True) -> Manifest:
+    """Quantize the float bundle SRC into OUT with OPTIONS; returns OUT's manifest."""
+    src, out = Path(src).expanduser(), Path(out).expanduser().absolute()
+    base = _validate(src, out, options, force)
+    float_model = _front_end(src)
+    eval_texts = _eval_inputs(float_model, options)
+    with Steps(f"quantize {src.name} ({options.method.value})", total=5, enabled=progress) as steps, \
+            staged_folder(out, force) as stage, tempfile.TemporaryDirectory(prefix=".work.", dir=stage, ignore_cleanup_errors=True) as work:
+        with steps.step("pre-process graph"):
+            pre = Path(work) / "pre.onnx"
+            preprocess(src / base.graph_file, pre)
+            keep = nodes_to_keep(_node_names(pre), options.keep_float)
+        with steps.step("quantize weights"):
+            done = _run_method(pre, stage / base.graph_file, options, keep, float_model)
+            quantized_nodes = check_quantized(stage / base.graph_file)
+        shutil.rmtree(work, ignore_errors=True)
+        _copy_tokenizer(src, stage, base)
+        precision = {"weights": done.weights, "activations": done.activations, "method": options.method.value,
+                     "options": {**done.details, "kept_float": keep, "quantized_nodes": quantized_nodes},
+                     "base": {"path": str(src.absolute()), "graph_sha256": base.files[base.graph_file]["sha256"]}}
+        manifest = _describe(base, stage, precision)
+        manifest.with_files(stage).write(stage)  # provisional: lets the runtime load the stage for the gate
+        quant_model = _front_end(stage)
+        with steps.step("accuracy gate"):
+            limits = gate.thresholds_for(options)
+            accuracy = (gate.evaluate_decoder(float_model, quant_model, eval_texts, limits) if base.is_decoder
+                        else gate.evaluate_encoder(float_model, quant_model, eval_texts, limits))
+        with steps.step("speed"):
+            texts = eval_texts if not base.is_decoder else []
+            accuracy["speed"] = {"float": speed.measure(float_model, texts), "quantized": speed.measure(quant_model, texts)}
+        accuracy["gate"] = "enforced" if options.gate else "recorded only (--no-gate)"
+        if options.gate and not accuracy["passed"]:
+            raise QuantizeError(*accuracy["failures"], "the quantized bundle failed the accuracy gate; nothing was written "
+                                "(keep more nodes in float with --keep-float, try another --method, or --no-gate to keep it anyway)")
+        with steps.step("write bundle"):
+            manifest = replace(manifest, accuracy=accuracy).with_files(stage)
+            manifest.write(stage)
+    return manifest
+
+
+def _validate(src: Path, out: Path, options: QuantizeOptions, force: bool) -> Manifest:
+    """Every cheap check at once: the float bundle, the method for its task, OUT."""
+    base = read_manifest(src)
+    check_files(src, base)
+    problems = check_out_folder(out, force, QuantizeError)
+    if base.precision.get("method"):
+        problems.append(f"{src} is already quantized ({base.precision['method']}); quantize the float bundle")
+    if options.method in WEIGHT_ONLY and not base.is_decoder:
+        problems.append(f"--method {options.method.value} (weight-only) is for decoders; use int8-dynamic or int8-static for {base.task}")
+    if out.resolve() == src.resolve():
+        problems.append("OUT is the bundle being quantized; choose another folder")
+    if problems:
+        raise QuantizeError(*problems)
+    return base
+
+
+def _front_end(folder: Path) -> Any:
+    from edgelm.runtime import load
+
+    return load(folder, provider="cpu")  # the gate compares on the CPU, where quantized kernels are defined
+
+
+def _eval_inputs(float_model: Any, options: QuantizeOptions) -> Any:
+    """Evaluation ids (decoders) or texts (encoders), checked before any work starts."""
+    if float_model.manifest.is_decoder:
+        return prose_ids(options.eval_file, lambda text: float_model.tokenizer.encode(text).ids, "evaluation")
+    if options.method is Method.INT8_STATIC:
+        sentences(options.calibration_file, "calibration")  # fail now, not after pre-processing
+    return sentences(options.eval_file, "evaluation")
+
+
+def _run_method(pre: Path, dst: Path, options: QuantizeOptions, keep: list[str], float_model: Any):
+    if options.method in WEIGHT_ONLY:
+        return weight_only(pre, dst, options, keep)
+    if options.method is Method.INT8_DYNAMIC:
+        return int8_dynamic(pre, dst, options, keep)
+    batches = float_model.feeds(sentences(options.calibration_file, "calibration"), batch_size=8)
+    return int8_static(pre, dst, options, keep, pad_batches(batches))
+
+
+def _node_names(path: Path) -> list[str]:
+    import onnx
+
+    return [n.name for n in onnx.load(str(path), load_external_data=False).graph.node]
+
+
+def _copy_tokenizer(src: Path, stage: Path, base: Manifest) -> None:
+    for name in filter(None, (base.tokenizer_file, base.chat_template_file)):
+        shutil.copy2(src / name, stage / name)
+
+
+def _describe(base: Manifest, stage: Path, precision: dict) -> Manifest:
+    """The float manifest with the new graph's I/O and opset, and the quantization record."""
+    import onnxruntime as ort
+
+    from edgelm.export.graph import graph_io, graph_opset
+
+    session = ort.InferenceSession(str(stage / base.graph_file), providers=["CPUExecutionProvider"])
+    inputs, outputs = graph_io(session)
+    return replace(base, inputs=inputs, outputs=outputs, opset=graph_opset(stage / base.graph_file), external_data=(),
+                   precision=precision, accuracy={}, files={}, edgelm_version=edgelm.__version__)

@@ -1,0 +1,47 @@
+"""A quick speed comparison of two bundles on this machine, for the quantize summary.
+
+Not a benchmark (scripts/bench_runtime.py is): a few runs, the better one kept, enough to show
+whether quantization paid off here. Decoders: greedy decode tokens/s after a short prompt;
+encoders: texts/s over the evaluation texts.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from edgelm.runtime.generator import Generator
+
+DECODE_TOKENS = 24
+RUNS = 2
+
+
+def decode_tokens_per_second(lm: Any) -> float:
+    ids = lm.encode("Write a short story about a robot who learns to paint.")
+    best = 0.0
+    for _ in range(RUNS + 1):  # the first run warms up
+        gen = Generator(lm.graph, lm.params(max_new_tokens=DECODE_TOKENS), lm.manifest.max_context)  # no eos: N tokens
+        gen.append_tokens(ids)
+        gen.generate_next_token()
+        start = time.perf_counter()
+        while not gen.is_done():
+            gen.generate_next_token()
+        best = max(best, (DECODE_TOKENS - 1) / (time.perf_counter() - start))
+    return best
+
+
+def texts_per_second(encoder: Any, texts: list[str]) -> float:
+    run = encoder.embed if encoder.task == "feature-extraction" else encoder.logits
+    run(texts[:8])
+    best = 0.0
+    for _ in range(RUNS):
+        start = time.perf_counter()
+        run(texts)
+        best = max(best, len(texts) / (time.perf_counter() - start))
+    return best
+
+
+def measure(front_end: Any, texts: list[str]) -> dict[str, float]:
+    if front_end.manifest.is_decoder:
+        return {"decode_tokens_per_second": decode_tokens_per_second(front_end)}
+    return {"texts_per_second": texts_per_second(front_end, texts)}
