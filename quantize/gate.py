@@ -89,15 +89,20 @@ def evaluate_decoder(float_lm: Any, quant_lm: Any, ids: list[int], limits: Thres
 
 # -- encoders ---------------------------------------------------------------------------------
 def evaluate_encoder(float_enc: Any, quant_enc: Any, texts: list[str], limits: Thresholds) -> dict[str, Any]:
+    failures = []
     if float_enc.task == "feature-extraction":
         a, b = float_enc.embed(texts), quant_enc.embed(texts)  # (n, dim)
         cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-        result = {"texts": len(texts), "mean_cosine": float(cosine.mean()), "min_cosine": float(cosine.min())}
-        failures = [f"mean embedding cosine {cosine.mean():.4f} is below {limits.min_mean_cosine}"] * (cosine.mean() < limits.min_mean_cosine)
-        failures += [f"minimum embedding cosine {cosine.min():.4f} is below {limits.min_min_cosine}"] * (cosine.min() < limits.min_min_cosine)
+        mean, low = float(cosine.mean()), float(cosine.min())
+        result = {"texts": len(texts), "mean_cosine": mean, "min_cosine": low}
+        if mean < limits.min_mean_cosine:
+            failures.append(f"mean embedding cosine {mean:.4f} is below {limits.min_mean_cosine}")
+        if low < limits.min_min_cosine:
+            failures.append(f"minimum embedding cosine {low:.4f} is below {limits.min_min_cosine}")
     else:
         pairs = zip(float_enc.logits(texts), quant_enc.logits(texts))  # per text: (labels,) or (seq, labels|vocab)
         agree = np.concatenate([np.atleast_1d(x.argmax(-1) == y.argmax(-1)) for x, y in pairs])
         result = {"texts": len(texts), "label_agreement": float(agree.mean()), "compared": int(agree.size)}
-        failures = [f"predicted labels agree on {agree.mean():.1%}, below {limits.min_label_agreement:.0%}"] * (agree.mean() < limits.min_label_agreement)
+        if agree.mean() < limits.min_label_agreement:
+            failures.append(f"predicted labels agree on {agree.mean():.1%}, below {limits.min_label_agreement:.0%}")
     return {**result, "thresholds": asdict(limits), "failures": failures, "passed": not failures}

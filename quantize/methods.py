@@ -18,7 +18,9 @@ LM head's Transpose(embedding) becomes a weight the quantizers can see).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -84,6 +86,19 @@ class Quantized:
     weights: str
     activations: str
     details: dict = field(default_factory=dict)
+
+
+@contextmanager
+def quiet_onnxruntime_logs() -> Iterator[None]:
+    """onnxruntime.quantization logs every node at INFO (one of its modules calls basicConfig at
+    import): keep the user's stderr for progress and errors."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def preprocess(src: Path, dst: Path) -> None:

@@ -21,7 +21,7 @@ from edgelm.errors import QuantizeError
 from edgelm.progress import Steps
 from edgelm.quantize import gate, speed
 from edgelm.quantize.methods import (WEIGHT_ONLY, Method, QuantizeOptions, check_quantized, int8_dynamic, int8_static,
-                                     pad_batches, preprocess, weight_only)
+                                     pad_batches, preprocess, quiet_onnxruntime_logs, weight_only)
 from edgelm.quantize.policy import nodes_to_keep
 from edgelm.quantize.text_inputs import prose_ids, sentences
 from edgelm.runtime.manifest import Manifest, check_files, read_manifest
@@ -37,11 +37,11 @@ def quantize(src: str | Path, out: str | Path, options: QuantizeOptions, *, forc
     eval_texts = _eval_inputs(float_model, options)
     with Steps(f"quantize {src.name} ({options.method.value})", total=5, enabled=progress) as steps, \
             staged_folder(out, force) as stage, tempfile.TemporaryDirectory(prefix=".work.", dir=stage, ignore_cleanup_errors=True) as work:
-        with steps.step("pre-process graph"):
+        with steps.step("pre-process graph"), quiet_onnxruntime_logs():
             pre = Path(work) / "pre.onnx"
             preprocess(src / base.graph_file, pre)
             keep = nodes_to_keep(_node_names(pre), options.keep_float)
-        with steps.step("quantize weights"):
+        with steps.step("quantize weights"), quiet_onnxruntime_logs():
             done = _run_method(pre, stage / base.graph_file, options, keep, float_model)
             quantized_nodes = check_quantized(stage / base.graph_file)
         shutil.rmtree(work, ignore_errors=True)

@@ -168,6 +168,13 @@ def encoder_rows(results: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
+    table = Table(*header, title=title)
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+
+
 def write_markdown(path: Path, key: str, title: str, header: list[str], rows: list[list[str]], notes: list[str]) -> None:
     """Replace (or append) the section between this key's markers in PATH."""
     begin, end = f"<!-- bench:{key} -->", f"<!-- /bench:{key} -->"
@@ -214,10 +221,7 @@ def main(bundle: Path, source: Path | None, tokens: int, repeats: int, threads: 
     what = (f"{tokens} greedy tokens after a {results['edgelm']['prompt_tokens']}-token chat prompt" if decoder
             else f"{len(SENTENCES)} sentences, batch 32")
     title = f"{bundle.name} ({manifest['source'].get('architecture')}, {precision}): {what}"
-    table = Table(*header, title=title)
-    for row in rows:
-        table.add_row(*row)
-    Console().print(table)
+    print_table(title, header, rows)
     if markdown:
         notes = [f"Machine: {machine()}; {threads} threads for both engines; median of {repeats} runs after a warm-up.",
                  f"Command: `python scripts/bench_runtime.py {bundle} --tokens {tokens} --repeats {repeats} --threads {threads}`."]

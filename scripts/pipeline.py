@@ -1,10 +1,12 @@
-"""The main job on the embedded default models: export SmolLM2 and MiniLM, then run them.
+"""The main job on the embedded default models: export, quantize to INT8, run, compare.
 
     python scripts/pipeline.py --models .models --out out
 
-Export writes verified bundles; the runtime (numpy + onnxruntime + tokenizers, no torch) then
-generates a chat reply with SmolLM2, streamed as it comes, and embeds a few sentences with
-MiniLM. Prints what each stage did and how fast it ran.
+export writes verified float bundles (out/smollm2, out/minilm); quantize writes INT8 bundles
+that passed the accuracy gate (out/smollm2-int8, out/minilm-int8); the runtime (numpy +
+onnxruntime + tokenizers, no torch) then generates a chat reply with SmolLM2 INT8, streamed
+as it comes, and embeds a few sentences with MiniLM INT8. Ends with one table comparing float
+and INT8: size, accuracy against the float bundle, and speed on this machine.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from rich.console import Console
 from rich.table import Table
 
 from edgelm.export import export
-from edgelm.report import bundle_bytes, short_verification
+from edgelm.quantize import QuantizeOptions, default_method, quantize
+from edgelm.report import accuracy_cells, bundle_bytes, short_verification, speed_cells
 
 DEFAULTS = (
     # (source inside the models folder, bundle name, task)
@@ -37,13 +40,32 @@ SENTENCES = ["The cat sits on the mat.", "A kitten is resting on a rug.", "Stock
 def main(models: Path, out: Path, provider: str):
     console = Console(soft_wrap=True)
     table = Table("bundle", "task", "size", "export", "parity with transformers", title="edgelm pipeline: export")
+    floats = {}
     for src, name, task in DEFAULTS:
         start = time.perf_counter()
-        manifest = export(models / src, out / name, task, force=True)
-        table.add_row(str(out / name), task, f"{bundle_bytes(manifest) / 1e6:.0f} MB", f"{time.perf_counter() - start:.0f} s",
-                      short_verification(manifest.verification))
+        floats[name] = export(models / src, out / name, task, force=True)
+        table.add_row(str(out / name), task, f"{bundle_bytes(floats[name]) / 1e6:.0f} MB", f"{time.perf_counter() - start:.0f} s",
+                      short_verification(floats[name].verification))
     console.print(table)
-    run_bundles(console, out / "smollm2", out / "minilm", provider)
+    quantized = {}
+    for name, manifest in floats.items():
+        options = QuantizeOptions(default_method(manifest.is_decoder))
+        quantized[name] = quantize(out / name, out / f"{name}-int8", options, force=True)
+    run_bundles(console, out / "smollm2-int8", out / "minilm-int8", provider)
+    console.print(summary_table(floats, quantized))
+
+
+def summary_table(floats: dict, quantized: dict) -> Table:
+    """Float against INT8 for each model: size, accuracy (the gate's numbers) and speed here."""
+    table = Table("model", "INT8 method", "size float -> INT8", "accuracy of INT8 against float", "speed float -> INT8",
+                  "gate", title="edgelm pipeline: float vs INT8")
+    for name, manifest in quantized.items():
+        before, after = bundle_bytes(floats[name]), bundle_bytes(manifest)
+        speed_before, speed_after, ratio = speed_cells(manifest.accuracy)
+        table.add_row(name, manifest.precision["method"], f"{before / 1e6:.0f} -> {after / 1e6:.0f} MB ({after / before:.0%})",
+                      accuracy_cells(manifest.accuracy), f"{speed_before} -> {speed_after} ({ratio})",
+                      "passed" if manifest.accuracy["passed"] else "FAILED")
+    return table
 
 
 def run_bundles(console: Console, decoder: Path, encoder: Path, provider: str) -> None:

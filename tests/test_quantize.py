@@ -1,0 +1,533 @@
+"""Quantize stage on the tiny models: every method on every family, the gate's recorded numbers,
+the quantized graph's structure, the tied INT8 embedding, --keep-float, a failing gate that
+writes nothing, and bad input through the CLI (one line, nothing at OUT) and the Python API.
+
+Tiny random models may legitimately miss the gate's thresholds, so most bundles here are built
+with gate=False and the tests check that the recorded numbers are sane instead.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+import edgelm.quantize.pipeline as pipeline
+from edgelm.errors import QuantizeError
+from edgelm.quantize import Method, QuantizeOptions, quantize
+from edgelm.quantize.texts import SENTENCES
+from edgelm.runtime import load
+from edgelm.runtime.manifest import Manifest, check_files, read_manifest
+from tests.test_bad_input import assert_nothing_written, assert_one_line_error, run_cli
+
+DECODERS = [(name, method) for name in ("gpt2", "llama") for method in (Method.INT8, Method.INT4, Method.INT8_DYNAMIC)]
+EMBEDDERS = [(f"{family}/feature-extraction", method) for family in ("bert", "distilbert", "roberta")
+             for method in (Method.INT8_DYNAMIC, Method.INT8_STATIC)]
+CLASSIFIERS = [("roberta/text-classification", Method.INT8_DYNAMIC), ("distilbert/token-classification", Method.INT8_DYNAMIC),
+               ("bert/fill-mask", Method.INT8_DYNAMIC)]
+ALL = DECODERS + EMBEDDERS + CLASSIFIERS
+WEIGHT_ONLY = (Method.INT8, Method.INT4)
+# What each method must leave in the graph (onnxruntime.quantization's op types).
+METHOD_OPS = {
+    Method.INT8: ("MatMulNBits",),
+    Method.INT4: ("MatMulNBits",),
+    Method.INT8_DYNAMIC: ("MatMulInteger", "DynamicQuantizeLinear"),
+    Method.INT8_STATIC: ("QuantizeLinear", "DequantizeLinear"),
+}
+
+
+def case_id(case) -> str:
+    return f"{case[0]}-{case[1].value}"
+
+
+@dataclass(frozen=True)
+class Quantized:
+    src: Path
+    base: Manifest  # the float bundle's manifest
+    out: Path
+    manifest: Manifest  # what quantize() returned
+
+
+@pytest.fixture(scope="module")
+def quantized(bundles, tmp_path_factory):
+    """(bundle name, method, **options) -> Quantized, built once per module with gate=False."""
+    root = tmp_path_factory.mktemp("quantized")
+    cache: dict[tuple, Quantized] = {}
+
+    def get(name: str, method: Method, **options) -> Quantized:
+        key = (name, method, tuple(sorted(options.items())))
+        if key not in cache:
+            src, base = bundles(name)
+            out = root / f"{name.replace('/', '-')}-{method.value}-{len(cache)}"
+            manifest = quantize(src, out, QuantizeOptions(method, gate=False, **options), progress=False)
+            cache[key] = Quantized(src, base, out, manifest)
+        return cache[key]
+
+    return get
+
+
+def op_counts(path: Path) -> Counter:
+    return Counter(n.op_type for n in onnx.load(str(path)).graph.node)
+
+
+def float_linear_layers(path: Path) -> list[str]:
+    """MatMul/Gemm nodes whose weight is still a float 2-D initializer (a layer left unquantized)."""
+    model = onnx.load(str(path))
+    floats = {i.name for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT and len(i.dims) == 2}
+    return [n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm") and any(i in floats for i in n.input[1:])]
+
+
+def graph_bytes(folder: Path, manifest: Manifest) -> int:
+    return (folder / manifest.graph_file).stat().st_size
+
+
+def bundle_bytes(manifest: Manifest) -> int:
+    return sum(meta["bytes"] for meta in manifest.files.values())
+
+
+def embedding_shape(checkpoint: Path) -> tuple[int, int]:
+    """(vocab, hidden) of a tiny decoder checkpoint, from its config.json."""
+    config = json.loads((checkpoint / "config.json").read_text())
+    return config["vocab_size"], config.get("hidden_size", config.get("n_embd"))
+
+
+# -- the gate's numbers, per family and method -----------------------------------------------------
+@pytest.mark.parametrize("case", DECODERS, ids=case_id)
+def test_decoder_gate_records_sane_perplexities_agreement_and_greedy_side_by_side(quantized, case):
+    name, method = case
+    acc = quantized(name, method).manifest.accuracy
+    assert math.isfinite(acc["perplexity_float"]) and acc["perplexity_float"] > 1
+    assert math.isfinite(acc["perplexity_quantized"]) and acc["perplexity_quantized"] > 1
+    assert math.isfinite(acc["perplexity_increase"])
+    assert acc["perplexity_increase"] == pytest.approx(acc["perplexity_quantized"] / acc["perplexity_float"] - 1)
+    assert acc["eval_tokens"] >= 128
+    assert 0 <= acc["top1_agreement"] <= 1
+    if method is not Method.INT4:  # 8 bits barely move a tiny model: measured >= 0.90 top-1, < 1% perplexity
+        assert acc["top1_agreement"] >= 0.8
+        assert abs(acc["perplexity_increase"]) < 0.05
+    assert len(acc["greedy"]) == 3
+    for row in acc["greedy"]:
+        assert row["prompt"] and isinstance(row["float"], str) and isinstance(row["quantized"], str)
+        assert row["first_difference"] is None or 0 <= row["first_difference"] <= 32
+    assert acc["thresholds"]["max_ppl_increase"] == (0.30 if method is Method.INT4 else 0.03)
+    assert acc["passed"] == (not acc["failures"])
+    assert acc["gate"] == "recorded only (--no-gate)"
+
+
+@pytest.mark.parametrize("case", EMBEDDERS, ids=case_id)
+def test_embedding_gate_records_cosines_close_to_one_for_int8(quantized, case):
+    acc = quantized(*case).manifest.accuracy
+    assert acc["texts"] == len(SENTENCES)
+    assert -1 <= acc["min_cosine"] <= acc["mean_cosine"] <= 1 + 1e-6
+    assert acc["mean_cosine"] >= 0.99 and acc["min_cosine"] >= 0.97  # measured >= 0.9996 on every tiny encoder
+    assert acc["passed"] and acc["failures"] == []
+
+
+@pytest.mark.parametrize("case", CLASSIFIERS, ids=case_id)
+def test_classifier_gate_records_label_agreement(quantized, case):
+    name, method = case
+    acc = quantized(name, method).manifest.accuracy
+    assert 0 <= acc["label_agreement"] <= 1
+    assert acc["label_agreement"] >= 0.9  # measured >= 0.98
+    per_text = name.endswith("text-classification")
+    assert acc["compared"] == len(SENTENCES) if per_text else acc["compared"] > len(SENTENCES)  # per token
+
+
+@pytest.mark.parametrize("case", ALL, ids=case_id)
+def test_speed_of_both_bundles_is_recorded(quantized, case):
+    q = quantized(*case)
+    speed = q.manifest.accuracy["speed"]
+    key = "decode_tokens_per_second" if q.base.is_decoder else "texts_per_second"
+    for side in ("float", "quantized"):
+        assert isinstance(speed[side][key], float) and speed[side][key] > 0
+
+
+# -- the precision record and the graph ----------------------------------------------------------
+@pytest.mark.parametrize("case", ALL, ids=case_id)
+def test_precision_record_names_the_method_and_round_trips(quantized, case):
+    name, method = case
+    q = quantized(name, method)
+    precision = q.manifest.precision
+    assert precision["method"] == method.value
+    assert precision["weights"] == ("int4" if method is Method.INT4 else "int8")
+    assert precision["options"]["quantized_nodes"] > 0
+    assert precision["options"]["kept_float"] == []
+    assert precision["base"]["graph_sha256"] == q.base.files[q.base.graph_file]["sha256"]
+    assert Path(precision["base"]["path"]) == q.src.absolute()
+    assert read_manifest(q.out) == q.manifest
+
+
+@pytest.mark.parametrize("case", ALL, ids=case_id)
+def test_graph_holds_the_methods_quantized_ops(quantized, case):
+    name, method = case
+    q = quantized(name, method)
+    counts = op_counts(q.out / q.manifest.graph_file)
+    for op in METHOD_OPS[method]:
+        assert counts[op] > 0, f"no {op} in {dict(counts)}"
+    if method in WEIGHT_ONLY:
+        bits = {a.i for n in onnx.load(str(q.out / q.manifest.graph_file)).graph.node
+                if n.op_type == "MatMulNBits" for a in n.attribute if a.name == "bits"}
+        assert bits == {8 if method is Method.INT8 else 4}
+    assert "MatMulNBits" not in op_counts(q.src / q.base.graph_file)  # the float graph had none
+
+
+@pytest.mark.parametrize("case", ALL, ids=case_id)
+def test_every_linear_layer_is_quantized(quantized, case):
+    """No MatMul/Gemm keeps a float weight initializer: the method reached every projection."""
+    q = quantized(*case)
+    assert float_linear_layers(q.out / q.manifest.graph_file) == []
+
+
+@pytest.mark.parametrize("case", ALL, ids=case_id)
+def test_bundle_passes_its_file_check_and_is_smaller_than_float(quantized, case):
+    q = quantized(*case)
+    check_files(q.out, read_manifest(q.out))
+    # tiny graphs carry a large fixed overhead (names, shapes, constants): measured 50-80% of float
+    assert graph_bytes(q.out, q.manifest) < graph_bytes(q.src, q.base)
+    assert bundle_bytes(q.manifest) < bundle_bytes(q.base)
+    assert q.manifest.files[q.base.tokenizer_file] == q.base.files[q.base.tokenizer_file]  # copied as is
+
+
+@pytest.mark.parametrize("case", DECODERS, ids=case_id)
+def test_quantized_decoder_loads_with_no_option_and_generates(quantized, case):
+    lm = load(quantized(*case).out)
+    completion = lm.complete(["The quick brown fox"], max_new_tokens=6)[0]
+    assert 1 <= len(completion.token_ids) <= 6 and isinstance(completion.text, str)
+
+
+@pytest.mark.parametrize("case", EMBEDDERS, ids=case_id)
+def test_quantized_embedder_loads_with_no_option_and_embeds(quantized, case):
+    q = quantized(*case)
+    vectors = load(q.out).embed(["The cat sleeps.", "Stocks fell sharply."])
+    assert vectors.shape == (2, q.base.pooling.dimension) and np.isfinite(vectors).all()
+
+
+def test_quantized_text_classifier_loads_with_no_option_and_classifies(quantized):
+    q = quantized("roberta/text-classification", Method.INT8_DYNAMIC)
+    labels = load(q.out).classify(["I loved it.", "The food was cold."])
+    assert [len(row) for row in labels] == [1, 1] and {row[0]["label"] for row in labels} <= set(q.base.labels)
+
+
+def test_quantized_token_classifier_loads_with_no_option_and_labels_tokens(quantized):
+    q = quantized("distilbert/token-classification", Method.INT8_DYNAMIC)
+    tokens = load(q.out).classify_tokens("Paris is the capital of France.")
+    assert tokens and {t["label"] for t in tokens} <= set(q.base.labels)
+
+
+def test_quantized_fill_mask_loads_with_no_option_and_fills(quantized):
+    q = quantized("bert/fill-mask", Method.INT8_DYNAMIC)
+    candidates = load(q.out).fill_mask("Paris is the [MASK] of France.", top_k=3)
+    assert len(candidates) == 3 and all(0 <= c["score"] <= 1 for c in candidates)
+
+
+# -- the tied INT8 embedding -----------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["llama", "gpt2"])  # both tie the LM head to the embedding
+def test_tied_int8_embedding_is_stored_once(quantized, checkpoints, name):
+    q = quantized(name, Method.INT8)
+    assert q.manifest.precision["options"]["tied_embedding_shared"] is True
+    model = onnx.load(str(q.out / q.manifest.graph_file))
+    lookups = [n for n in model.graph.node if n.op_type == "GatherBlockQuantized"]
+    assert len(lookups) == 1
+    assert {a.name: a.i for a in lookups[0].attribute}["bits"] == 8
+    vocab, hidden = embedding_shape(checkpoints(name))
+    float_shapes = [tuple(i.dims) for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT]
+    assert (vocab, hidden) not in float_shapes and (hidden, vocab) not in float_shapes
+
+
+@pytest.mark.parametrize("name", ["llama", "gpt2"])
+def test_tied_int8_greedy_tokens_follow_the_float_bundle(quantized, name):
+    q = quantized(name, Method.INT8)
+    float_lm, quant_lm = load(q.src, provider="cpu"), load(q.out, provider="cpu")
+    for prompt in ("The quick brown fox", "Paris is the capital of", "Once upon a time"):
+        a, b = (lm.complete([prompt], max_new_tokens=8)[0].token_ids for lm in (float_lm, quant_lm))
+        assert a[:4] == b[:4], prompt  # measured: the first difference is at token 7 or later
+    assert all(row["first_difference"] is None or row["first_difference"] >= 4 for row in q.manifest.accuracy["greedy"])
+
+
+def test_int4_embedding_lookup_is_4_bit_and_not_shared(quantized):
+    q = quantized("llama", Method.INT4)
+    assert q.manifest.precision["options"]["tied_embedding_shared"] is False
+    lookups = [n for n in onnx.load(str(q.out / q.manifest.graph_file)).graph.node if n.op_type == "GatherBlockQuantized"]
+    assert [{a.name: a.i for a in n.attribute}["bits"] for n in lookups] == [4]
+
+
+# -- --keep-float -----------------------------------------------------------------------------------
+def test_keep_float_lm_head_leaves_a_plain_matmul_and_records_it(quantized):
+    q = quantized("llama", Method.INT8, keep_float=("lm_head",))
+    nodes = onnx.load(str(q.out / q.manifest.graph_file)).graph.node
+    assert [n.op_type for n in nodes if "lm_head" in n.name] == ["MatMul"]
+    kept = q.manifest.precision["options"]["kept_float"]
+    assert kept and all("lm_head" in k for k in kept)
+    assert q.manifest.precision["options"]["tied_embedding_shared"] is False  # the head is float: nothing to share
+    assert sum(n.op_type == "MatMulNBits" for n in nodes) == 14  # the 15 projections of the float graph, less the head
+
+
+def test_keep_float_pattern_keeps_just_the_matching_nodes(quantized):
+    q = quantized("llama", Method.INT8, keep_float=("*/mlp/down_proj/*",))
+    kept = q.manifest.precision["options"]["kept_float"]
+    assert kept == ["/model/layers.0/mlp/down_proj/MatMul", "/model/layers.1/mlp/down_proj/MatMul"]
+    ops = {n.name: n.op_type for n in onnx.load(str(q.out / q.manifest.graph_file)).graph.node}
+    assert all(ops[name] == "MatMul" for name in kept)
+
+
+def test_keep_float_that_matches_nothing_names_the_pattern(bundles, tmp_path):
+    src, _ = bundles("llama")
+    with pytest.raises(QuantizeError, match="nomatch") as err:
+        quantize(src, tmp_path / "out", QuantizeOptions(Method.INT8, keep_float=("lm_head", "nomatch")), progress=False)
+    assert "lm_head" not in str(err.value).split("matches no node")[0]  # only the bad entry is named
+    assert_nothing_written(tmp_path / "out")
+
+
+# -- a failing gate -------------------------------------------------------------------------------
+def scramble_quantized_weights(graph_file: Path) -> None:
+    """Shuffle every 8-/4-bit weight tensor: the graph still runs, its answers are garbage."""
+    model = onnx.load(str(graph_file))
+    rng = np.random.default_rng(0)
+    for init in model.graph.initializer:
+        values = numpy_helper.to_array(init)
+        if values.dtype in (np.int8, np.uint8) and values.ndim >= 2:
+            init.CopyFrom(numpy_helper.from_array(rng.permutation(values.ravel()).reshape(values.shape), init.name))
+    onnx.save(model, str(graph_file))
+
+
+@pytest.fixture
+def broken_method(monkeypatch):
+    """Make quantize's method step damage the graph it just wrote."""
+    real = pipeline._run_method
+
+    def damaged(pre, dst, *args, **kwargs):
+        done = real(pre, dst, *args, **kwargs)
+        scramble_quantized_weights(dst)
+        return done
+
+    monkeypatch.setattr(pipeline, "_run_method", damaged)
+
+
+@pytest.mark.parametrize("name, method, metric", [("llama", Method.INT8, "perplexity"),
+                                                   ("bert/feature-extraction", Method.INT8_DYNAMIC, "cosine")])
+def test_failed_gate_raises_and_writes_nothing(bundles, tmp_path, broken_method, name, method, metric):
+    src, _ = bundles(name)
+    out = tmp_path / "out"
+    with pytest.raises(QuantizeError, match=metric) as err:
+        quantize(src, out, QuantizeOptions(method), progress=False)
+    assert "nothing was written" in str(err.value)
+    assert_nothing_written(out)
+
+
+def test_failed_gate_keeps_an_existing_out_with_force(bundles, tmp_path, broken_method):
+    src, _ = bundles("llama")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("previous bundle")
+    with pytest.raises(QuantizeError, match="perplexity"):
+        quantize(src, out, QuantizeOptions(Method.INT8), force=True, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["old.txt"]
+    assert not list(tmp_path.glob(".out.*"))
+
+
+@pytest.mark.parametrize("name, method, metric", [("llama", Method.INT8, "perplexity"),
+                                                   ("bert/feature-extraction", Method.INT8_DYNAMIC, "cosine")])
+def test_failed_gate_with_no_gate_writes_the_bundle_and_records_the_failures(bundles, tmp_path, broken_method,
+                                                                            name, method, metric):
+    src, _ = bundles(name)
+    out = tmp_path / "out"
+    manifest = quantize(src, out, QuantizeOptions(method, gate=False), progress=False)
+    check_files(out, read_manifest(out))
+    acc = read_manifest(out).accuracy
+    assert acc == manifest.accuracy
+    assert acc["passed"] is False and acc["failures"] and all(metric in f for f in acc["failures"])
+    assert acc["gate"] == "recorded only (--no-gate)"
+
+
+def test_user_thresholds_override_the_methods_and_are_recorded(quantized):
+    q = quantized("llama", Method.INT8, max_ppl_increase=0.5)
+    assert q.manifest.accuracy["thresholds"]["max_ppl_increase"] == 0.5
+
+
+# -- the encoder gate in isolation -------------------------------------------------------------------
+class StubEncoder:
+    """Just what gate.evaluate_encoder reads: a task and fixed outputs."""
+
+    def __init__(self, task: str, outputs):
+        self.task, self.outputs = task, outputs
+
+    def embed(self, texts):
+        return self.outputs
+
+    def logits(self, texts):
+        return self.outputs
+
+
+@pytest.mark.parametrize("task, same, other", [
+    ("feature-extraction", np.eye(3, 4, dtype=np.float32), np.eye(3, 4, 1, dtype=np.float32)),
+    ("text-classification", [np.array([2.0, 0.0])] * 3, [np.array([0.0, 2.0])] * 3),
+])
+def test_encoder_gate_passes_identical_outputs_and_fails_different_ones(task, same, other):
+    from edgelm.quantize import gate
+
+    limits = gate.THRESHOLDS[Method.INT8_DYNAMIC]
+    texts = ["a", "b", "c"]
+    good = gate.evaluate_encoder(StubEncoder(task, same), StubEncoder(task, same), texts, limits)
+    assert good["passed"] is True and good["failures"] == []
+    bad = gate.evaluate_encoder(StubEncoder(task, same), StubEncoder(task, other), texts, limits)
+    assert bad["passed"] is False and isinstance(bad["failures"], list) and bad["failures"]
+
+
+# -- bad input ------------------------------------------------------------------------------------
+TEXT_FILES = {
+    "binary.txt": b"some text\x00\x01\x02 more",
+    "empty.txt": b"",
+    "utf16.txt": b"\xff\xfeh\x00e\x00l\x00l\x00o\x00",
+    "few.txt": b"one line\ntwo lines\nthree lines\n",
+    "short.txt": b"just a few words here\n",
+}
+# (bundle, CLI arguments after SRC OUT, fragments of the one error line); {dir} is a folder of TEXT_FILES
+BAD_INPUT = {
+    "calibration-missing": ("bert/feature-extraction", ["--method", "int8-static", "--calibration", "{dir}/nope.txt"],
+                            ["calibration file", "does not exist"]),
+    "calibration-binary": ("bert/feature-extraction", ["--method", "int8-static", "--calibration", "{dir}/binary.txt"],
+                           ["binary"]),
+    "calibration-empty": ("bert/feature-extraction", ["--method", "int8-static", "--calibration", "{dir}/empty.txt"],
+                          ["empty"]),
+    "calibration-not-utf8": ("bert/feature-extraction", ["--method", "int8-static", "--calibration", "{dir}/utf16.txt"],
+                             ["not UTF-8"]),
+    "calibration-too-few-lines": ("bert/feature-extraction", ["--method", "int8-static", "--calibration", "{dir}/few.txt"],
+                                  ["3 non-empty lines", "at least 8"]),
+    "calibration-with-dynamic": ("bert/feature-extraction", ["--method", "int8-dynamic", "--calibration", "{dir}/few.txt"],
+                                 ["--calibration", "int8-static only"]),
+    "eval-file-too-short": ("llama", ["--eval-file", "{dir}/short.txt"], ["evaluation file", "too short", "128"]),
+    "eval-file-binary": ("llama", ["--eval-file", "{dir}/binary.txt"], ["evaluation file", "binary"]),
+    "weight-only-on-encoder": ("bert/feature-extraction", ["--method", "int8"], ["weight-only", "decoders"]),
+    "static-on-decoder": ("llama", ["--method", "int8-static"], ["int8-static"]),
+    "keep-float-nomatch": ("llama", ["--keep-float", "nomatch"], ["--keep-float nomatch", "matches no node"]),
+    "bad-block-size": ("llama", ["--block-size", "24"], ["--block-size", "power of two"]),
+}
+
+
+@pytest.fixture(scope="module")
+def text_files(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("texts")
+    for file_name, data in TEXT_FILES.items():
+        (folder / file_name).write_bytes(data)
+    return folder
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUT))
+def test_cli_bad_input_is_one_line_and_writes_nothing(bundles, text_files, tmp_path, case):
+    name, args, fragments = BAD_INPUT[case]
+    src, _ = bundles(name)
+    out = tmp_path / "out"
+    result = run_cli("quantize", src, out, *(a.format(dir=text_files) for a in args))
+    assert_one_line_error(result, *fragments)
+    assert_nothing_written(out)
+
+
+def options_from(args: list[str], text_files: Path) -> dict:
+    """The QuantizeOptions fields of a BAD_INPUT argument list."""
+    flags = dict(zip(args[::2], (a.format(dir=text_files) for a in args[1::2])))
+    options = {"method": Method(flags.get("--method", "int8"))}
+    if "--calibration" in flags:
+        options["calibration_file"] = Path(flags["--calibration"])
+    if "--eval-file" in flags:
+        options["eval_file"] = Path(flags["--eval-file"])
+    if "--keep-float" in flags:
+        options["keep_float"] = (flags["--keep-float"],)
+    if "--block-size" in flags:
+        options["block_size"] = int(flags["--block-size"])
+    return options
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUT))
+def test_api_bad_input_raises_quantize_error_and_writes_nothing(bundles, text_files, tmp_path, case):
+    name, args, fragments = BAD_INPUT[case]
+    src, _ = bundles(name)
+    out = tmp_path / "out"
+    with pytest.raises(QuantizeError) as err:
+        quantize(src, out, QuantizeOptions(**options_from(args, text_files)), progress=False)
+    for fragment in fragments:
+        assert fragment in str(err.value)
+    assert_nothing_written(out)
+
+
+def test_cli_refuses_an_already_quantized_bundle(quantized, tmp_path):
+    q = quantized("llama", Method.INT8)
+    assert_one_line_error(run_cli("quantize", q.out, tmp_path / "out"), "already quantized", "int8")
+    assert_nothing_written(tmp_path / "out")
+    with pytest.raises(QuantizeError, match="already quantized"):
+        quantize(q.out, tmp_path / "out", QuantizeOptions(Method.INT8), progress=False)
+
+
+def test_cli_refuses_an_existing_out_and_keeps_it(bundles, tmp_path):
+    src, _ = bundles("llama")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert_one_line_error(run_cli("quantize", src, out), "exists", "--force")
+    assert (out / "keep.txt").read_text() == "mine"
+    with pytest.raises(QuantizeError, match="exists"):
+        quantize(src, out, QuantizeOptions(Method.INT8), progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+
+
+def test_every_cheap_problem_is_reported_at_once(quantized, tmp_path):
+    q = quantized("llama", Method.INT8)
+    (tmp_path / "out").mkdir()
+    with pytest.raises(QuantizeError) as err:
+        quantize(q.out, tmp_path / "out", QuantizeOptions(Method.INT8), progress=False)
+    assert len(err.value.problems) == 2  # OUT exists, and SRC is already quantized
+
+
+def test_options_report_every_bad_value_at_once():
+    with pytest.raises(QuantizeError) as err:
+        QuantizeOptions(Method.INT8, block_size=20, max_ppl_increase=-1, min_mean_cosine=2)
+    assert len(err.value.problems) == 3
+
+
+# -- the CLI on success -----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cli_quantized(bundles, tmp_path_factory):
+    """`edgelm quantize` on the tiny llama with the default method: (result, OUT)."""
+    src, _ = bundles("llama")
+    out = tmp_path_factory.mktemp("cli") / "llama-int8"
+    return run_cli("quantize", src, out), out
+
+
+def test_cli_quantize_prints_the_summary_and_writes_the_bundle(cli_quantized):
+    result, out = cli_quantized
+    assert result.returncode == 0, result.stderr[-2000:]
+    for fragment in ("gate", "size", "of float", "int8", "passed", "ppl"):
+        assert fragment in result.stdout, result.stdout
+    manifest = read_manifest(out)
+    check_files(out, manifest)
+    assert manifest.precision["method"] == "int8" and manifest.accuracy["gate"] == "enforced"
+
+
+def test_cli_quantize_does_not_flood_stderr_with_onnxruntime_logs(cli_quantized):
+    result, _ = cli_quantized
+    assert result.returncode == 0
+    assert "[INFO]" not in result.stderr, f"{result.stderr.count('[INFO]')} onnxruntime INFO lines on stderr"
+
+
+def test_cli_no_gate_is_accepted_and_recorded(bundles, tmp_path):
+    src, _ = bundles("gpt2")
+    out = tmp_path / "out"
+    result = run_cli("quantize", src, out, "--method", "int4", "--no-gate")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "int4" in result.stdout
+    manifest = read_manifest(out)
+    assert manifest.precision["method"] == "int4" and manifest.accuracy["gate"] == "recorded only (--no-gate)"
+
+
+def test_cli_default_method_for_an_encoder_is_int8_dynamic(bundles, tmp_path):
+    src, _ = bundles("distilbert/feature-extraction")
+    out = tmp_path / "out"
+    result = run_cli("quantize", src, out)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert read_manifest(out).precision["method"] == "int8-dynamic"
