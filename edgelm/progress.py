@@ -25,6 +25,8 @@ class Steps:
         return self
 
     def __exit__(self, *exc) -> bool:
+        if exc[0] is not None:  # the error's own line says what happened: leave no stale bar above it
+            self._progress.live.transient = True
         self._progress.stop()
         return False
 

@@ -72,7 +72,7 @@ def print_inspection(bundle: Path, fast: bool = False, as_json: bool = False, pr
     console.print(f"[bold]{bundle}[/]  edgelm bundle v{manifest.format_version} (written by edgelm {manifest.edgelm_version})")
     console.print(f"  task        {manifest.task}")
     console.print(f"  source      {src.get('architecture')} ({src.get('model_type')}, family {src.get('family')}) from {src.get('path')}")
-    console.print(f"  precision   {manifest.precision}")
+    console.print(f"  precision   {_precision_line(manifest.precision)}")
     console.print(f"  graph       {manifest.graph_file} opset {manifest.opset}, {_mb(bundle_bytes(manifest))} in {len(manifest.files)} files")
     console.print(f"  max context {manifest.max_context} tokens")
     console.print(f"  special     {manifest.special_tokens}")
@@ -91,6 +91,9 @@ def print_inspection(bundle: Path, fast: bool = False, as_json: bool = False, pr
     console.print(_io_table(manifest))
     if manifest.verification:
         console.print(f"  verification: {verification_line(manifest.verification)}")
+    if manifest.accuracy:
+        verdict = "passed" if manifest.accuracy.get("passed") else "FAILED (written with --no-gate)"
+        console.print(f"  accuracy    against the float bundle: {accuracy_cells(manifest.accuracy)}; gate {verdict}")
     chosen = resolve_provider(provider)
     console.print(f"  provider    {chosen} (for --provider {provider}; onnxruntime {ort.__version__} offers "
                   f"{', '.join(ort.get_available_providers())})")
@@ -154,3 +157,12 @@ def _limits(accuracy: dict) -> str:
     if "mean_cosine" in accuracy:
         return f"limits: mean {t['min_mean_cosine']}, min {t['min_min_cosine']}"
     return f"limit: {t['min_label_agreement']:.0%}"
+
+
+def _precision_line(precision: dict) -> str:
+    line = f"weights {precision.get('weights')}, activations {precision.get('activations')}"
+    if precision.get("method"):
+        options = precision.get("options", {})
+        line += (f", quantized with {precision['method']} ({options.get('quantized_nodes', '?')} nodes"
+                 f"{', kept float: ' + ', '.join(options['kept_float']) if options.get('kept_float') else ''})")
+    return line

@@ -66,6 +66,11 @@ class QuantizeOptions:
     gate: bool = True
 
     def __post_init__(self):
+        for name, kind in (("method", Method), ("calibration", Calibration)):  # accept the names users type
+            try:
+                object.__setattr__(self, name, kind(getattr(self, name)))
+            except ValueError:
+                raise QuantizeError(f"{name} must be one of {', '.join(k.value for k in kind)}, got {getattr(self, name)!r}") from None
         problems = []
         if self.block_size < 16 or self.block_size & (self.block_size - 1):
             problems.append(f"--block-size must be a power of two >= 16, got {self.block_size}")
@@ -92,6 +97,8 @@ class Quantized:
 def quiet_onnxruntime_logs() -> Iterator[None]:
     """onnxruntime.quantization logs every node at INFO (one of its modules calls basicConfig at
     import): keep the user's stderr for progress and errors."""
+    import onnxruntime.quantization.matmul_nbits_quantizer  # noqa: F401  (import first: it resets the root level)
+
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.WARNING)
@@ -140,11 +147,15 @@ def weight_only(src: Path, dst: Path, options: QuantizeOptions, keep: list[str])
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
+    from edgelm.quantize.gemm_to_matmul import gemm_to_matmul
     from edgelm.quantize.tied_embedding import find_tie, share_tied_embedding
 
     bits = WEIGHT_ONLY[options.method]
     model = onnx.load(str(src))
-    tie = find_tie(model) if bits == 8 and not keep else None
+    unfused = gemm_to_matmul(model)
+    tie = find_tie(model) if bits == 8 else None
+    if tie and tie.gather in keep:  # the user keeps the embedding lookup in float
+        tie = None
     ops = ("MatMul", "Gather") if bits == 4 else ("MatMul",)  # onnxruntime quantizes only 4-bit Gather
     quantizer = MatMulNBitsQuantizer(model, bits=bits, block_size=options.block_size, is_symmetric=True,
                                      accuracy_level=4, nodes_to_exclude=keep, op_types_to_quantize=ops,
@@ -153,8 +164,8 @@ def weight_only(src: Path, dst: Path, options: QuantizeOptions, keep: list[str])
     model = quantizer.model.model
     shared = bool(tie) and share_tied_embedding(model, tie, options.block_size)
     onnx.save(model, str(dst))
-    return Quantized(f"int{bits}", "fp32", {"block_size": options.block_size, "symmetric": True,
-                                            "accuracy_level": 4, "tied_embedding_shared": shared})
+    return Quantized(f"int{bits}", "fp32", {"block_size": options.block_size, "symmetric": True, "accuracy_level": 4,
+                                            "tied_embedding_shared": shared, "gemm_rewritten_as_matmul": unfused})
 
 
 def check_quantized(path: Path) -> int:

@@ -76,6 +76,8 @@ def _validate(src: Path, out: Path, options: QuantizeOptions, force: bool) -> Ma
     problems = check_out_folder(out, force, QuantizeError)
     if base.precision.get("method"):
         problems.append(f"{src} is already quantized ({base.precision['method']}); quantize the float bundle")
+    if options.method is Method.INT8_STATIC and base.is_decoder:
+        problems.append(f"--method int8-static calibrates encoders; use int8 or int4 for {base.task}")
     if options.method in WEIGHT_ONLY and not base.is_decoder:
         problems.append(f"--method {options.method.value} (weight-only) is for decoders; use int8-dynamic or int8-static for {base.task}")
     if out.resolve() == src.resolve():
