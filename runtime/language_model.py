@@ -236,9 +236,15 @@ class LanguageModel(FrontEnd):
         text before a stop string is still shown.
         """
         pending = row.held + new_text
-        found = [at for at in ((row.text + pending).find(s) for s in stops) if at >= 0]
+        if not stops:
+            row.text += pending
+            return pending, False
+        # a stop string not seen before must end inside PENDING: search only the tail that can hold it
+        longest = max(map(len, stops))
+        tail = row.text[-(longest - 1):] if longest > 1 else ""
+        found = [at for at in ((tail + pending).find(s) for s in stops) if at >= 0]
         if found:
-            piece = pending[:max(min(found) - len(row.text), 0)]
+            piece = pending[:max(min(found) - len(tail), 0)]
             row.text, row.held = row.text + piece, ""
             return piece, True
         keep = max((k for s in stops for k in range(1, len(s)) if pending.endswith(s[:k])), default=0)

@@ -602,3 +602,24 @@ def test_cuda_provider_generates_like_cpu_and_keeps_the_cache_on_the_gpu(bundles
     assert gen._cache.past
     for value in gen._cache.past.values():
         assert value.device_name().lower() == "cuda"
+
+
+@pytest.mark.parametrize("pieces,stop,text", [
+    (["a", "b", "c", "STO", "P", "x"], "bcSTOP", "a"),          # "b", "c" are held back until the stop is whole
+    (["Hello", " wor", "ld", "!"], "o w", "Hell"),              # a stop spread over two pieces
+    (["xy", "z"], "xyz", ""),                                   # a stop longer than all text so far
+    (["ab", "ab", "ac"], "aba", ""),                            # the first occurrence wins: "abab" holds it at 0
+    (["one two", " three"], "four", "one two three"),           # no stop: everything, in order
+])
+def test_stop_strings_are_found_across_pieces_and_never_shown(pieces, stop, text):
+    from edgelm.runtime.language_model import LanguageModel, _Row
+
+    row, shown, stopped = _Row(detok=None), [], False
+    for piece in pieces:
+        out, stopped = LanguageModel._extend(row, piece, (stop,))
+        shown.append(out)
+        if stopped:
+            break
+    if not stopped:
+        shown.append(row.held)
+    assert "".join(shown) == text and stop not in "".join(shown)
