@@ -60,7 +60,7 @@ class FrontEnd:
     bundle: Bundle
 
     def __getattr__(self, name: str):
-        if name in CALL_TASKS and name != "bundle":
+        if name in CALL_TASKS:
             self.bundle.require_task(name, CALL_TASKS[name])
         raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
 
