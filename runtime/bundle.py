@@ -26,7 +26,6 @@ class Bundle:
     session: ort.InferenceSession
     tokenizer: Tokenizer
     provider: str  # "cpu" or "cuda": the provider the session really runs on
-    threads: int | None = None
     file_notes: list[str] = field(default_factory=list)  # e.g. hashes skipped in fast mode
 
     @property
@@ -89,4 +88,4 @@ def open_bundle(folder: str | Path, provider: str = "auto", threads: int | None 
         tokenizer = Tokenizer.from_file(str(folder / manifest.tokenizer_file))
     except Exception as e:  # tokenizers raises a bare Exception on a bad file
         raise BundleError(f"{manifest.tokenizer_file} in {folder} is not a tokenizers file ({e}); re-export the bundle") from e
-    return Bundle(folder, manifest, session, tokenizer, provider, threads, notes)
+    return Bundle(folder, manifest, session, tokenizer, provider, notes)

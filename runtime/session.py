@@ -1,8 +1,8 @@
 """Open an onnxruntime session for a bundle on the chosen execution provider.
 
 `resolve_provider` turns the user's choice (auto, cpu, cuda) into one that this onnxruntime
-really offers; `open_session` builds the session and says which device its outputs should
-live on, so the decoder can keep the KV cache there (I/O binding) instead of copying it
+really offers; `open_session` builds the session; `DEVICES` says where each provider keeps
+tensors, so the decoder can keep the KV cache there (I/O binding) instead of copying it
 through numpy every step.
 """
 

@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from bench_runtime import machine, print_table, run_engine, write_markdown  # scripts/ is on sys.path when run as a script
+from edgelm.report import accuracy_cells
 
 
 def manifest_of(bundle: Path) -> dict:
@@ -32,14 +33,7 @@ def size_bytes(manifest: dict) -> int:
 
 
 def accuracy_cell(manifest: dict) -> str:
-    acc = manifest.get("accuracy") or {}
-    if not acc:
-        return "reference"
-    if "perplexity_quantized" in acc:
-        return f"ppl {acc['perplexity_quantized']:.2f} ({acc['perplexity_increase']:+.2%}), top-1 {acc['top1_agreement']:.1%}"
-    if "mean_cosine" in acc:
-        return f"cosine mean {acc['mean_cosine']:.4f}, min {acc['min_cosine']:.4f}"
-    return f"label agreement {acc['label_agreement']:.1%}"
+    return accuracy_cells(manifest["accuracy"]) if manifest.get("accuracy") else "reference"
 
 
 @click.command()

@@ -44,26 +44,15 @@ SENTENCES = [
 
 # -- the engines, each run in a child process (`--engine NAME`) --------------------------------
 def _edgelm_decoder(bundle: Path, source: Path | None, tokens: int, repeats: int, threads: int) -> dict:
+    from edgelm.quantize.speed import timed_decode
     from edgelm.runtime import load
-    from edgelm.runtime.generator import Generator
 
     lm = load(bundle, provider="cpu", threads=threads)
     ids = lm.encode(PROMPT, chat=bool(lm.manifest.chat_template_file))
-    firsts, rates = [], []
-    for run in range(repeats + 1):  # the first run warms up
-        gen = Generator(lm.graph, lm.params(max_new_tokens=tokens), lm.manifest.max_context)  # no eos: exactly N tokens
-        start = time.perf_counter()
-        gen.append_tokens(ids)
-        gen.generate_next_token()
-        first = time.perf_counter()
-        while not gen.is_done():
-            gen.generate_next_token()
-        end = time.perf_counter()
-        if run:
-            firsts.append(first - start)
-            rates.append((tokens - 1) / (end - first))
+    timed_decode(lm, ids, tokens)  # warm up
+    firsts, rates, generated = zip(*(timed_decode(lm, ids, tokens) for _ in range(repeats)))
     return {"prompt_tokens": len(ids), "first_token_s": statistics.median(firsts), "decode_tok_s": statistics.median(rates),
-            "text": lm.tokenizer.decode(gen.get_new_tokens(0))}
+            "text": lm.tokenizer.decode(generated[-1])}
 
 
 def _transformers_decoder(bundle: Path, source: Path | None, tokens: int, repeats: int, threads: int,
