@@ -86,7 +86,8 @@ def print_inspection(bundle: Path, fast: bool = False, as_json: bool = False, pr
         kv = manifest.kv_cache
         console.print(
             f"  kv cache    {kv.num_layers} layers x {kv.num_kv_heads} KV heads x {kv.head_size} head size, "
-            f"{kv.dtype}, axes ({', '.join(kv.axes)}), names {kv.past_key} -> {kv.present_key}"
+            f"{kv.dtype}, axes ({', '.join(kv.axes)}), names {kv.past_key} -> {kv.present_key}, "
+            f"{kv.cache} ({kv.attention})"
         )
     console.print(_io_table(manifest))
     if manifest.verification:

@@ -1,8 +1,10 @@
-"""Produce the ONNX graph with optimum's exporters and read back its I/O contract.
+"""Produce the ONNX graph and read back its I/O contract.
 
-optimum writes model.onnx (plus model.onnx_data past protobuf's 2 GB limit) and ties the
-LM head to the embedding (MatMul over Transpose(embed_tokens)), so no weight is stored twice.
-We check the graph's names against the one naming function in edgelm.runtime.kv_layout.
+Decoders get the fused graph written by export/decoder_graph.py (GroupQueryAttention with the
+KV cache updated in place); encoders get optimum's export. Both write model.onnx (plus
+model.onnx_data past protobuf's 2 GB limit) and keep a tied LM head tied (a MatMul over
+Transpose(embedding)), so no weight is stored twice. A decoder graph's names are checked against
+the one naming function in edgelm.runtime.kv_layout.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 from edgelm.errors import ExportError
 from edgelm.export.source import Source
 from edgelm.export.tasks import OPTIMUM_TASK
-from edgelm.runtime.kv_layout import KVLayout
+from edgelm.runtime.kv_layout import INPUT_IDS, LOGITS, LOGITS_TO_KEEP, SEQUENCE_LENGTHS, KVLayout
 from edgelm.runtime.manifest import TensorSpec
 
 GRAPH_FILE = "model.onnx"
@@ -25,8 +27,29 @@ _ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor
                "tensor(int32)": "int32", "tensor(bool)": "bool"}
 
 
+EXTERNAL_DATA = "model.onnx_data"
+PROTOBUF_LIMIT = 1_800_000_000  # bytes of weights above which they go to EXTERNAL_DATA (protobuf stops at 2 GB)
+
+
 def export_graph(model: Any, source: Source, bundle_dir: Path, opset: int | None = None) -> tuple[str, ...]:
-    """Export MODEL into BUNDLE_DIR/model.onnx; returns the external data files written beside it."""
+    """Write MODEL's graph to BUNDLE_DIR/model.onnx; returns the external data files written beside it."""
+    if source.family.kind.value == "decoder":
+        return _write_decoder_graph(model, source, bundle_dir, opset)
+    return _export_with_optimum(model, source, bundle_dir, opset)
+
+
+def _write_decoder_graph(model: Any, source: Source, bundle_dir: Path, opset: int | None) -> tuple[str, ...]:
+    import onnx
+
+    from edgelm.export.decoder_graph import build_decoder_graph
+
+    graph = build_decoder_graph(model, source.family, source.config, opset)
+    external = sum(t.ByteSize() for t in graph.graph.initializer) > PROTOBUF_LIMIT
+    onnx.save_model(graph, str(bundle_dir / GRAPH_FILE), save_as_external_data=external, location=EXTERNAL_DATA)
+    return (EXTERNAL_DATA,) if external else ()
+
+
+def _export_with_optimum(model: Any, source: Source, bundle_dir: Path, opset: int | None) -> tuple[str, ...]:
     from optimum.exporters.onnx import onnx_export_from_model
 
     library = {"library_name": "sentence_transformers"} if source.task == "feature-extraction" else {}
@@ -55,15 +78,14 @@ def graph_io(session: Any) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ..
     return tuple(map(spec, session.get_inputs())), tuple(map(spec, session.get_outputs()))
 
 
-def check_decoder_io(inputs, outputs, layout: KVLayout, position_ids: bool) -> None:
+def check_decoder_io(inputs, outputs, layout: KVLayout) -> None:
     """The decoder graph must carry exactly the names the runtime will feed and fetch."""
     have_in, have_out = {t.name for t in inputs}, {t.name for t in outputs}
-    need_in = {"input_ids", "attention_mask"} | {n for pair in layout.past_names() for n in pair}
-    need_in |= {"position_ids"} if position_ids else set()
-    need_out = {"logits"} | {n for pair in layout.present_names() for n in pair}
+    need_in = {INPUT_IDS, SEQUENCE_LENGTHS, LOGITS_TO_KEEP} | {n for pair in layout.past_names() for n in pair}
+    need_out = {LOGITS} | {n for pair in layout.present_names() for n in pair}
     missing = sorted(need_in - have_in) + sorted(need_out - have_out)
     if missing:
-        raise ExportError(f"exported graph lacks {', '.join(missing[:6])}; this optimum version names I/O differently")
+        raise ExportError(f"the decoder graph lacks {', '.join(missing[:6])}; it was not written by this edgelm")
     shapes = {t.name: t.shape for t in inputs}
     past_key = shapes[layout.past_names()[0][0]]
     if past_key[1] != layout.num_kv_heads or past_key[3] != layout.head_size:

@@ -1,6 +1,6 @@
 """export(): checkpoint -> verified ONNX bundle.
 
-    validate source and OUT -> load checkpoint -> export graph (optimum) -> describe I/O
+    validate source and OUT -> load checkpoint -> graph (fused decoder builder | optimum) -> describe I/O
     -> verify against transformers -> write manifest with checksums -> rename into OUT
 """
 
@@ -69,7 +69,7 @@ def _describe(source: Source, model: Any, tokenizer: Any, session: Any, bundle: 
     layout = None
     if source.family.kind.value == "decoder":
         layout = source.family.kv_layout(source.config)
-        check_decoder_io(inputs, outputs, layout, source.family.position_ids)
+        check_decoder_io(inputs, outputs, layout)
     return Manifest(
         task=source.task,
         source=_source_record(source, hf),

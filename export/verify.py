@@ -118,7 +118,7 @@ def _verify_decoder(model: Any, tokenizer: Any, session: Any, manifest: Manifest
             reference = model(ids).logits.numpy()  # (1, seq, vocab)
             torch_tokens = model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=greedy)
         torch_tokens = torch_tokens[0, len(prompt_ids):].tolist()
-        onnx_logits = graph.forward(graph.new_cache(batch=1), np.asarray([prompt_ids]))  # prefill only
+        onnx_logits = graph.score(prompt_ids)[None]  # prefill only: (1, seq, vocab)
         max_diff = max(max_diff, float(np.abs(onnx_logits - reference).max()))
         tolerance = max(tolerance, _tolerance(reference))
         onnx_tokens = greedy_continuation(graph, prompt_ids, budget, stop_ids=eos)

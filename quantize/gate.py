@@ -58,7 +58,7 @@ def perplexity(lm: Any, ids: list[int]) -> tuple[float, np.ndarray]:
         chunk = ids[start:start + window + 1]
         if len(chunk) < 2:
             break
-        logits = graph.forward(graph.new_cache(1), np.asarray([chunk[:-1]]))[0].astype(np.float64)  # (n, vocab)
+        logits = graph.score(chunk[:-1]).astype(np.float64)  # (n, vocab)
         shifted = logits - logits.max(-1, keepdims=True)
         log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
         nll.append(-log_probs[np.arange(len(chunk) - 1), chunk[1:]])

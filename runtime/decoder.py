@@ -1,10 +1,13 @@
-"""One forward step of a decoder bundle over a KVCache, with I/O binding.
+"""One call of a decoder bundle's graph over a KVCache, with I/O binding.
 
-    host ints (input_ids, attention_mask, position_ids) ─┐
-    past OrtValues (on the session's device)            ─┼─> session ─┬─> logits (copied to host)
-                                                          │             └─> presents (stay on device) ─> cache
-The presents are bound as device outputs and become the next step's past without a copy, so on
-CUDA the cache never crosses the bus and on the CPU it never passes through numpy.
+    host ints (input_ids, [position_ids], sequence_lengths, logits_to_keep) ─┐
+    KV buffers of the rows run (past = present, same memory, on the device)  ─┼─> session ─> logits (host)
+The graph appends the new tokens' keys and values to the buffers in place; the cache then
+advances the rows' lengths. Two shapes of call:
+
+    extend(cache, row, ids)   one row, any number of tokens (a prompt, a second turn, a re-fed token)
+    step(cache, ids, live)    every row, one token each (a decode step); rows not LIVE write into
+                              their scratch position and keep their length, so they stay as they were
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import numpy as np
 import onnxruntime as ort
 
 from edgelm.runtime.kv_cache import KVCache
+from edgelm.runtime.kv_layout import INPUT_IDS, LOGITS, LOGITS_TO_KEEP, POSITION_IDS, SEQUENCE_LENGTHS
 from edgelm.runtime.manifest import Manifest
 from edgelm.runtime.session import DEVICES, Device
 
@@ -25,29 +29,60 @@ class DecoderGraph:
         self.manifest = manifest
         self.device = device
         self.layout = manifest.kv_cache
-        self.uses_position_ids = "position_ids" in manifest.input_names()
-        self._presents = [n for pair in self.layout.present_names() for n in pair]
-        logits_shape = next(t.shape for t in manifest.outputs if t.name == "logits")
-        self.vocab_size = logits_shape[-1] if isinstance(logits_shape[-1], int) else None
+        self.uses_position_ids = POSITION_IDS in manifest.input_names()
+        self.vocab_size = int(next(t.shape for t in manifest.outputs if t.name == LOGITS)[-1])
 
-    def new_cache(self, batch: int) -> KVCache:
-        return KVCache(self.layout, batch, self.uses_position_ids, self.device)
+    def new_cache(self, slots: int, capacity: int = 0) -> KVCache:
+        """A cache of SLOTS rows with room for CAPACITY tokens each (it grows when needed)."""
+        return KVCache(self.layout, slots, self.manifest.max_context, capacity, self.device)
 
-    def forward(self, cache: KVCache, input_ids: np.ndarray, attention_mask: np.ndarray | None = None) -> np.ndarray:
-        """Run INPUT_IDS (batch, seq) after the cache's past; returns logits (batch, seq, vocab) on the host."""
-        host = cache.host_inputs(input_ids, attention_mask)
-        binding = self.session.io_binding()
-        for name, array in host.items():
-            binding.bind_cpu_input(name, array)
-        for name, value in cache.past.items():
-            binding.bind_ortvalue_input(name, value)
-        binding.bind_output("logits", "cpu")
-        for name in self._presents:
-            binding.bind_output(name, self.device.type, self.device.id)
+    def extend(self, cache: KVCache, row: int, ids: np.ndarray | list[int], keep: int = 1) -> np.ndarray:
+        """Append IDS (n,) to ROW; returns logits (KEEP, vocab) of its last KEEP positions (0 = all n)."""
+        ids = np.asarray(ids, dtype=np.int64).reshape(1, -1)  # (1, n)
+        cache.reserve(int(cache.lengths[row]) + ids.shape[1])
+        logits = self._run(cache, row, row + 1, ids, cache.starts(row, row + 1), keep)
+        cache.advance(slice(row, row + 1), ids.shape[1])
+        return logits[0]
+
+    def score(self, ids: np.ndarray | list[int]) -> np.ndarray:
+        """Logits (n, vocab) at every position of IDS, run as one prompt from an empty cache (teacher forcing)."""
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        return self.extend(self.new_cache(slots=1, capacity=len(ids)), 0, ids, keep=0)
+
+    def step(self, cache: KVCache, ids: np.ndarray, live: np.ndarray) -> np.ndarray:
+        """One token per row (IDS (slots,)); rows in LIVE (bool (slots,)) advance. Returns logits (slots, vocab)."""
+        cache.reserve(int(cache.lengths.max()) + 1)
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1, 1)  # (slots, 1)
+        logits = self._run(cache, 0, cache.slots, ids, cache.starts(0, cache.slots, live), keep=1)
+        cache.advance(live, 1)
+        return logits[:, 0]
+
+    def _run(self, cache: KVCache, start: int, stop: int, ids: np.ndarray, starts: np.ndarray, keep: int) -> np.ndarray:
+        """Place IDS (rows, n) in rows START..STOP-1 from positions STARTS (rows,); returns logits (rows, kept, vocab)."""
+        rows, new = ids.shape
+        binding = self._binding(cache, start, stop)
+        binding.bind_cpu_input(INPUT_IDS, ids)
+        if self.uses_position_ids:
+            binding.bind_cpu_input(POSITION_IDS, np.ascontiguousarray(cache.positions(starts, new)))
+        binding.bind_cpu_input(SEQUENCE_LENGTHS, (starts + new).astype(np.int32))
+        binding.bind_cpu_input(LOGITS_TO_KEEP, np.asarray([keep], dtype=np.int64))
+        logits = np.empty((rows, min(keep, new) if keep else new, self.vocab_size), dtype=np.float32)
+        binding.bind_output(LOGITS, "cpu", 0, np.float32, list(logits.shape), logits.ctypes.data)
         self.session.run_with_iobinding(binding)
-        logits, *presents = binding.get_outputs()
-        cache.update(host["attention_mask"], dict(zip(self._presents, presents)))
-        return logits.numpy()  # (batch, seq, vocab)
+        return logits
+
+    def _binding(self, cache: KVCache, start: int, stop: int) -> ort.IOBinding:
+        """An I/O binding with the KV buffers of rows START..STOP-1 bound, kept until the buffers move.
+
+        Binding 2 x layers buffers costs about a millisecond in Python: a decode step reuses it and
+        rebinds only the small host inputs.
+        """
+        held = cache.bindings.get((start, stop))
+        if held is None or held[0] != cache.generation:
+            binding = self.session.io_binding()
+            cache.bind(binding, start, stop)
+            held = cache.bindings[(start, stop)] = (cache.generation, binding)
+        return held[1]
 
 
 def greedy_continuation(graph: DecoderGraph, prompt_ids: list[int], max_new_tokens: int,
@@ -57,13 +92,13 @@ def greedy_continuation(graph: DecoderGraph, prompt_ids: list[int], max_new_toke
     Stops after MAX_NEW_TOKENS or after emitting any of STOP_IDS (which is included). Export's
     verification uses it; applications use `Generator`, which adds sampling, batching and stops.
     """
-    cache = graph.new_cache(batch=1)
-    logits = graph.forward(cache, np.asarray([prompt_ids], dtype=np.int64))  # prefill: (1, prompt, vocab)
+    cache = graph.new_cache(slots=1, capacity=len(prompt_ids) + max_new_tokens)
+    logits = graph.extend(cache, 0, prompt_ids)  # prefill: (1, vocab)
     tokens: list[int] = []
     while len(tokens) < max_new_tokens:
-        next_id = int(np.argmax(logits[0, -1]))
+        next_id = int(np.argmax(logits[-1]))
         tokens.append(next_id)
         if next_id in stop_ids or len(tokens) == max_new_tokens:
             break
-        logits = graph.forward(cache, np.asarray([[next_id]], dtype=np.int64))  # one step: (1, 1, vocab)
+        logits = graph.step(cache, np.asarray([next_id]), np.ones(1, dtype=bool))  # one step: (1, vocab)
     return tokens

@@ -2,7 +2,7 @@
 
     params = GeneratorParams(max_new_tokens=32, temperature=0.7, seed=1)
     gen = Generator(graph, params, max_context=2048, eos=(2,), pad=2)
-    gen.append_tokens([[1, 2, 3], [4, 5]])          # rows of any length: left-padded, prefilled
+    gen.append_tokens([[1, 2, 3], [4, 5]])          # rows of any length: each prefilled into its cache slot
     while not gen.is_done():
         gen.generate_next_token()                     # one token for every unfinished row
         print(gen.get_next_tokens())                  # (batch,) ids just chosen
@@ -56,7 +56,7 @@ class GeneratorParams:
 
 
 class Generator:
-    """Owns one batch of sequences, their KV cache and their stop state."""
+    """Owns one batch of sequences (a row per cache slot), their KV cache and their stop state."""
 
     def __init__(self, graph: DecoderGraph, params: GeneratorParams, max_context: int,
                  eos: tuple[int, ...] = (), pad: int | None = None):
@@ -67,7 +67,7 @@ class Generator:
         self.pad = pad if pad is not None else (min(eos) if eos else 0)
         self._sample = make_sampler(params.temperature, params.top_k, params.top_p, params.seed)
         self._cache: KVCache | None = None
-        self._rows: list[list[int]] = []  # real tokens of each row: prompt + generated (no padding)
+        self._rows: list[list[int]] = []  # real tokens of each row: prompt + generated
         self._prompt_lengths: list[int] = []
         self._reasons: list[str | None] = []
         self._logits: np.ndarray | None = None  # (batch, vocab) for the next choice
@@ -78,46 +78,43 @@ class Generator:
     def append_tokens(self, tokens: Sequence[int] | Sequence[Sequence[int]]) -> None:
         """Run TOKENS (one row of ids, or one list per row) after what the batch holds.
 
-        The first call fixes the batch size. Rows of different lengths are left-padded (mask 0).
-        Appending to a finished generator continues it (a chat's next turn): every row is live again.
+        The first call fixes the batch size. Each row is prefilled on its own into its cache
+        slot, so rows of any lengths need no padding. Appending to a finished generator
+        continues it (a chat's next turn): every row is live again.
         """
         rows = _as_rows(tokens)
         vocab = self.graph.vocab_size
         if vocab is not None and any(t >= vocab for row in rows for t in row):
             raise GenerationError(f"append_tokens got a token id >= the vocabulary size {vocab}; encode with the bundle's tokenizer")
-        if self._cache is None:
-            self._cache = self.graph.new_cache(batch=len(rows))
-            self._rows = [[] for _ in rows]
-            self._reasons = [None] * len(rows)
-        elif len(rows) != self.batch:
+        if self._cache is not None and len(rows) != self.batch:
             raise GenerationError(f"append_tokens got {len(rows)} rows for a batch of {self.batch}; pass one list per row")
-        if self._pending is not None:  # the last chosen real tokens were never fed: they go first
-            for i in np.flatnonzero(~self._filler):
-                rows[i] = [self._rows[i].pop()] + rows[i]
-            self._pending = None
-        longest = max(len(held) + len(new) for held, new in zip(self._rows, rows))
+        held = self._rows or [[] for _ in rows]
+        longest = max(len(h) + len(new) for h, new in zip(held, rows))
         if longest > self.max_context:
             raise GenerationError(
                 f"a sequence would hold {longest} tokens, over the model's limit of {self.max_context}; "
                 "shorten the prompt or let it be truncated (truncate_prompt=True)"
             )
-        width = max(map(len, rows))
-        ids = np.full((self.batch, width), self.pad, dtype=np.int64)  # (batch, width), left-padded
-        mask = np.zeros((self.batch, width), dtype=np.int64)
-        for i, row in enumerate(rows):
-            ids[i, width - len(row):], mask[i, width - len(row):] = row, 1
-            self._rows[i].extend(int(t) for t in row)
-        self._logits = self.graph.forward(self._cache, ids, mask)[:, -1, :]  # (batch, vocab)
+        if self._cache is None:
+            room = min(longest + self.params.max_new_tokens, self.max_context)
+            self._cache = self.graph.new_cache(slots=len(rows), capacity=room)
+            self._rows = [[] for _ in rows]
+        if self._pending is not None:  # the last chosen real tokens were never fed: they go first
+            for i in np.flatnonzero(~self._filler):
+                rows[i] = [self._rows[i].pop()] + rows[i]
+            self._pending = None
+        logits = []
+        for i, row in enumerate(rows):  # one prefill per row, into its own slot
+            logits.append(self.graph.extend(self._cache, i, row)[-1])  # (vocab,) after the row's last token
+            self._rows[i].extend(row)
+        self._logits = np.stack(logits)  # (batch, vocab)
         self._prompt_lengths = [len(r) for r in self._rows]
         self._reasons = [None] * self.batch
 
     def _feed_pending(self) -> None:
-        """Run the tokens chosen last step; finished rows get pad with mask 0, so they stay as they were."""
-        ids = self._pending[:, None]  # (batch, 1)
-        mask = (~self._filler).astype(np.int64)[:, None]  # (batch, 1)
-        self._logits = self.graph.forward(self._cache, ids, mask)[:, -1, :]
+        """Run the tokens chosen last step; finished rows are fed pad and keep their length."""
+        self._logits = self.graph.step(self._cache, self._pending, live=~self._filler)  # (batch, vocab)
         self._pending = None
-
     # -- choosing --------------------------------------------------------------------------
     def generate_next_token(self) -> None:
         """Choose one token for every unfinished row, and mark the rows this finishes."""
@@ -187,7 +184,7 @@ class Generator:
         row = self._rows[0]
         if not isinstance(length, int) or not 1 <= length <= len(row):
             raise GenerationError(f"rewind_to needs a length in 1..{len(row)}, got {length!r}")
-        self._cache.trim(self._cache.offset - (length - 1))  # the cache holds every token but the pending one
+        self._cache.trim(0, length - 1)  # the cache holds every token but the pending one
         del row[length:]
         self._pending = np.asarray([row[-1]], dtype=np.int64)  # re-fed at the next step
         self._filler = np.zeros(1, dtype=bool)

@@ -1,66 +1,121 @@
-"""The KV cache: one small class that owns the past and all position state.
+"""The KV cache: one buffer per layer and kind, shared by past and present, and the row lengths.
 
-It holds the graph's `present` outputs as onnxruntime OrtValues on the session's device (on
-CUDA they never leave the GPU; on the CPU they are never copied into numpy), and builds the
-next step's host inputs: an attention mask covering past + new tokens, and position ids counted
-from the mask (so left-padded rows get positions 0, 1, 2... from their first real token).
-Nowhere else computes positions. `trim` drops the newest tokens, which makes rewinding a
-generator trivial (it is the one place the past goes through host memory).
+    buffers   per layer, key and value: (slots, kv_heads, capacity, head_size) on the session's device
+    lengths   (slots,) tokens each row holds; row r's keys sit at positions 0 .. lengths[r] - 1
+
+The graph's attention operator writes each call's new keys and values into the buffer it reads
+(past and present are bound to the same memory), so nothing is copied per step and a step
+costs nearly the same at any context length. Rows are slots: each has its own length, can be
+prefilled, extended, rewound (`trim`) or emptied (`clear`) on its own, which is what a server that
+adds and removes requests while a batch runs needs. Capacity grows in chunks when a row would
+outgrow it (one copy per chunk, not per token). Positions come from the lengths here and
+nowhere else.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime as ort
 
 from edgelm.runtime.kv_layout import KVLayout
 from edgelm.runtime.session import DEVICES, Device
 
 _DTYPES = {"float32": np.float32, "float16": np.float16}
+CHUNK = 256  # capacity grows by whole chunks
 
 
 class KVCache:
-    def __init__(self, layout: KVLayout, batch: int, uses_position_ids: bool = True, device: Device = DEVICES["cpu"]):
+    def __init__(self, layout: KVLayout, slots: int, max_positions: int, capacity: int = CHUNK,
+                 device: Device = DEVICES["cpu"]):
+        if slots < 1:
+            raise ValueError(f"a KV cache needs at least one slot, got {slots}")
         self.layout = layout
-        self.batch = batch
-        self.uses_position_ids = uses_position_ids
+        self.slots = slots
+        self.max_positions = max_positions  # the model's position table: no token is placed past it
         self.device = device
-        empty = np.zeros(layout.empty_shape(batch), dtype=_DTYPES[layout.dtype])  # (batch, kv_heads, 0, head)
-        self.past = {name: self._on_device(empty) for pair in layout.past_names() for name in pair}
-        self.mask = np.zeros((batch, 0), dtype=np.int64)  # (batch, offset)
+        self.dtype = _DTYPES[layout.dtype]
+        self.lengths = np.zeros(slots, dtype=np.int64)  # (slots,)
+        self.capacity = 0
+        self.buffers: dict[str, object] = {}  # past input name -> numpy array (CPU) or OrtValue (device)
+        self.generation = 0  # bumped whenever buffers are reallocated (bindings must be rebuilt)
+        self.bindings: dict[tuple[int, int], tuple[int, object]] = {}  # (start, stop) -> (generation, I/O binding)
+        self.reserve(capacity)
 
-    @property
-    def offset(self) -> int:
-        """Tokens held so far (padding included)."""
-        return self.mask.shape[1]
-
-    def host_inputs(self, input_ids: np.ndarray, attention_mask: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """The small int64 inputs for INPUT_IDS (batch, seq) appended after the cached past."""
-        if attention_mask is None:
-            attention_mask = np.ones_like(input_ids, dtype=np.int64)
-        full_mask = np.concatenate([self.mask, attention_mask.astype(np.int64)], axis=1)  # (batch, past+seq)
-        feed = {"input_ids": np.ascontiguousarray(input_ids, dtype=np.int64), "attention_mask": full_mask}
-        if self.uses_position_ids:
-            positions = np.clip(np.cumsum(full_mask, axis=1) - 1, 0, None)  # (batch, past+seq)
-            feed["position_ids"] = np.ascontiguousarray(positions[:, -input_ids.shape[1]:])
-        return feed
-
-    def update(self, attention_mask: np.ndarray, presents: dict[str, ort.OrtValue]) -> None:
-        """Keep a step's presents (by present name) as the next past; ATTENTION_MASK is the one it was fed."""
-        for (pk, pv), (ok, ov) in zip(self.layout.past_names(), self.layout.present_names()):
-            self.past[pk], self.past[pv] = presents[ok], presents[ov]
-        self.mask = attention_mask
-
-    def trim(self, n: int) -> None:
-        """Forget the newest N tokens."""
-        if not 0 <= n <= self.offset:
-            raise ValueError(f"cannot trim {n} tokens from a cache holding {self.offset}")
-        if n == 0:
+    # -- memory ----------------------------------------------------------------------------
+    def reserve(self, tokens: int) -> None:
+        """Make room for every row to hold TOKENS tokens, plus the one scratch position a finished
+        row writes into while the others decode."""
+        needed = tokens + 1
+        if needed <= self.capacity:
             return
-        keep = self.offset - n
-        # onnxruntime cannot slice an OrtValue in place: round-trip through host memory (rewinds are rare).
-        self.past = {k: self._on_device(np.ascontiguousarray(v.numpy()[:, :, :keep, :])) for k, v in self.past.items()}
-        self.mask = self.mask[:, :keep]
+        capacity = -(-needed // CHUNK) * CHUNK
+        shape = self.layout.buffer_shape(self.slots, capacity)
+        old, self.buffers = self.buffers, {}
+        for pair in self.layout.past_names():
+            for name in pair:
+                fresh = np.zeros(shape, dtype=self.dtype)  # (slots, kv_heads, capacity, head); pages are touched lazily
+                if name in old:
+                    fresh[:, :, :self.capacity] = self._host(old[name])
+                self.buffers[name] = self._place(fresh)
+        self.capacity = capacity
+        self.generation += 1
 
-    def _on_device(self, array: np.ndarray) -> ort.OrtValue:
+    def bytes_per_token(self) -> int:
+        return 2 * self.layout.num_layers * self.layout.num_kv_heads * self.layout.head_size * np.dtype(self.dtype).itemsize
+
+    # -- binding ---------------------------------------------------------------------------
+    def bind(self, binding, start: int, stop: int) -> None:
+        """Bind rows START..STOP-1 of every buffer as both past input and present output."""
+        shape = list(self.layout.buffer_shape(stop - start, self.capacity))
+        row_bytes = self.layout.num_kv_heads * self.capacity * self.layout.head_size * np.dtype(self.dtype).itemsize
+        for (pk, pv), (ok, ov) in zip(self.layout.past_names(), self.layout.present_names()):
+            for past, present in ((pk, ok), (pv, ov)):
+                pointer = self._pointer(self.buffers[past]) + start * row_bytes
+                binding.bind_input(past, self.device.type, self.device.id, self.dtype, shape, pointer)
+                binding.bind_output(present, self.device.type, self.device.id, self.dtype, shape, pointer)
+
+    def starts(self, start: int, stop: int, live: np.ndarray | None = None) -> np.ndarray:
+        """(rows,) position where each of rows START..STOP-1 takes its next tokens.
+
+        A row that is not LIVE is fed a filler token that must not disturb it: it goes to the
+        scratch position just past the row's tokens (clipped to the model's last position, which
+        only a row that filled the whole context occupies; such a row can never be extended).
+        """
+        starts = self.lengths[start:stop].copy()
+        if live is not None:
+            starts[~live] = np.minimum(starts[~live], self.max_positions - 1)
+        return starts
+
+    @staticmethod
+    def positions(starts: np.ndarray, new: int) -> np.ndarray:
+        """(rows, NEW) positions of NEW tokens placed from STARTS on."""
+        return starts[:, None] + np.arange(new, dtype=np.int64)[None, :]
+
+    # -- rows ------------------------------------------------------------------------------
+    def advance(self, rows: np.ndarray | slice, new: int) -> None:
+        """Rows ROWS now hold NEW more tokens (their keys were written by the call just run)."""
+        self.lengths[rows] += new
+
+    def trim(self, row: int, keep: int) -> None:
+        """Keep only the first KEEP tokens of ROW (a rewind): the rest is overwritten later."""
+        if not 0 <= keep <= self.lengths[row]:
+            raise ValueError(f"cannot keep {keep} tokens of a row holding {self.lengths[row]}")
+        self.lengths[row] = keep
+
+    def clear(self, row: int) -> None:
+        """Empty ROW so that a new sequence can use its slot."""
+        self.lengths[row] = 0
+
+    # -- device helpers ----------------------------------------------------------------------
+    def _place(self, array: np.ndarray):
+        if self.device.type == "cpu":
+            return array
+        import onnxruntime as ort
+
         return ort.OrtValue.ortvalue_from_numpy(array, self.device.type, self.device.id)
+
+    def _host(self, buffer) -> np.ndarray:
+        return buffer if isinstance(buffer, np.ndarray) else buffer.numpy()
+
+    @staticmethod
+    def _pointer(buffer) -> int:
+        return buffer.ctypes.data if isinstance(buffer, np.ndarray) else buffer.data_ptr()

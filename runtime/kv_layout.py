@@ -1,18 +1,25 @@
-"""The one naming function for decoder graphs: past/present names and their dynamic dims.
+"""The one naming function for decoder graphs: input, output and cache names, and their dims.
 
-Export checks the graph it produced against these names; the runtime builds its feeds from
-them. Nobody else spells `past_key_values.3.key`.
+Export builds the graph with these names; the runtime binds its feeds by them. Nobody else
+spells `past_key_values.3.key`.
 
-One graph serves prefill and decode: prefill feeds a past of length 0.
+One graph serves prefill and decode. Its cache is a buffer per layer that is bound as both the
+past input and the present output (onnxruntime's GroupQueryAttention writes the new keys and
+values into it in place), so a step costs the same at any context length:
 
-    input_ids        (batch_size, sequence_length)                          int64
-    attention_mask   (batch_size, past_sequence_length + sequence_length)    int64
-    position_ids     (batch_size, sequence_length)                          int64  [if the family uses them]
+    input_ids         (batch_size, sequence_length)                     int64
+    position_ids      (batch_size, sequence_length)                     int64  [learned-position families only]
+    sequence_lengths  (batch_size,)                                     int32  tokens each row holds after this call
+    logits_to_keep    (1,)                                              int64  last positions to return logits for; 0 = all
     past_key_values.{i}.key / .value
-                     (batch_size, kv_heads, past_sequence_length, head_size)
-    -> logits        (batch_size, sequence_length, vocab)
-    -> present.{i}.key / .value
-                     (batch_size, kv_heads, past_sequence_length + sequence_length, head_size)
+                      (batch_size, kv_heads, capacity, head_size)             the shared buffer, bound again as...
+    -> present.{i}.key / .value  (batch_size, kv_heads, capacity, head_size)  ...the same memory
+    -> logits         (batch_size, logits_to_keep or sequence_length, vocab)
+
+Row r's tokens sit at positions 0 .. length(r) - 1 of its buffer row (right padding); a call
+appends `sequence_length` tokens to every row it runs, at positions length(r) - sequence_length
+onward. Several tokens may be appended to one row at a time (a prompt); a batch appends one
+token per row (a decode step). Rotary positions are derived from the lengths inside the graph.
 """
 
 from __future__ import annotations
@@ -23,17 +30,27 @@ PAST_KEY = "past_key_values.{layer}.key"
 PAST_VALUE = "past_key_values.{layer}.value"
 PRESENT_KEY = "present.{layer}.key"
 PRESENT_VALUE = "present.{layer}.value"
-KV_AXES = ("batch_size", "kv_heads", "sequence", "head_size")
+KV_AXES = ("batch_size", "kv_heads", "capacity", "head_size")
+
+INPUT_IDS = "input_ids"
+POSITION_IDS = "position_ids"
+SEQUENCE_LENGTHS = "sequence_lengths"
+LOGITS_TO_KEEP = "logits_to_keep"
+LOGITS = "logits"
 
 BATCH = "batch_size"
 SEQUENCE = "sequence_length"
-PAST_SEQUENCE = "past_sequence_length"
-TOTAL_SEQUENCE = "past_sequence_length + sequence_length"
+CAPACITY = "capacity"
+KEPT = "kept_positions"
+
+# The cache contract this edgelm writes and reads (manifest kv_cache.cache).
+SHARED_BUFFER = "shared-buffer"
+ATTENTION_OP = "com.microsoft.GroupQueryAttention"
 
 
 @dataclass(frozen=True)
 class KVLayout:
-    """Shape and names of a decoder's key/value cache, as the manifest records it."""
+    """Shape, names and update model of a decoder's key/value cache, as the manifest records it."""
 
     num_layers: int
     num_kv_heads: int
@@ -44,6 +61,8 @@ class KVLayout:
     past_value: str = PAST_VALUE
     present_key: str = PRESENT_KEY
     present_value: str = PRESENT_VALUE
+    cache: str = SHARED_BUFFER  # past and present are one buffer, updated in place
+    attention: str = ATTENTION_OP  # the operator that reads and writes it
 
     def __post_init__(self):
         for field in ("num_layers", "num_kv_heads", "head_size"):
@@ -64,9 +83,9 @@ class KVLayout:
             for i in range(self.num_layers)
         ]
 
-    def empty_shape(self, batch: int) -> tuple[int, int, int, int]:
-        """Shape of a zero-length past, fed at prefill."""
-        return (batch, self.num_kv_heads, 0, self.head_size)
+    def buffer_shape(self, batch: int, capacity: int) -> tuple[int, int, int, int]:
+        """Shape of one layer's key (or value) buffer."""
+        return (batch, self.num_kv_heads, capacity, self.head_size)
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -6,7 +6,10 @@ layout, special tokens, limits, generation defaults, labels, pooling, precision,
 verification results, and the sha256 and size of every file. docs/bundle-format.md
 documents each field.
 
-Export writes format_version 1; a reader refuses a newer major version.
+Export writes format_version 2 (decoders: the fused graph whose KV cache is one buffer updated
+in place, see kv_layout.py). A reader refuses a newer version, and a version-1 decoder bundle
+(optimum's unfused graph, whose cache was concatenated every step) with a "re-export" line;
+version-1 encoder bundles are unchanged and still run.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from typing import Any
 from edgelm.errors import BundleError
 from edgelm.runtime.kv_layout import KVLayout
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+FIRST_FUSED_DECODER_VERSION = 2
 MANIFEST_NAME = "manifest.json"
 # Files above this size are only size-checked in fast mode (hashing 500 MB costs ~1 s).
 FAST_HASH_LIMIT = 64 * 1024 * 1024
@@ -149,6 +153,11 @@ class Manifest:
             raise BundleError(
                 f"bundle format_version {version} is newer than this edgelm reads ({FORMAT_VERSION}); "
                 "upgrade edgelm"
+            )
+        if d.get("task") in DECODER_TASKS and version < FIRST_FUSED_DECODER_VERSION:
+            raise BundleError(
+                f"this decoder bundle has format_version {version} (the unfused graph of edgelm 0.1), which this "
+                f"edgelm no longer runs; re-export it with `edgelm export` (then quantize it again)"
             )
         try:
             graph, tok = d["graph"], d["tokenizer"]

@@ -21,8 +21,8 @@ def test_inspect_shows_manifest_io_kv_layout_and_checks(bundles):
     out, _ = bundles("llama")
     result = CliRunner().invoke(cli, ["inspect", str(out)], terminal_width=200)
     assert result.exit_code == 0, result.output
-    for fragment in ("text-generation", "2 layers x 2 KV heads x 8 head size", "past_key_values.{layer}.key",
-                     "position_ids", ") equal, tokenizer ids equal", "all 3 match the manifest"):
+    for fragment in ("text-generation", "2 layers x 2 KV heads x 16 head size", "past_key_values.{layer}.key",
+                     "shared-buffer", "sequence_lengths", ") equal, tokenizer ids equal", "all 3 match the manifest"):
         assert fragment in result.output, fragment
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -31,26 +34,46 @@ def test_kv_layout_matches_config_including_grouped_query_attention(bundles, che
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
     kv = manifest.kv_cache
     assert (kv.num_layers, kv.num_kv_heads, kv.head_size) == (config.num_hidden_layers, kv_heads, config.hidden_size // heads)
-    shapes = {t.name: t.shape for t in manifest.inputs}
-    assert shapes["past_key_values.0.key"] == ("batch_size", kv_heads, "past_sequence_length", kv.head_size)
-    assert shapes["attention_mask"] == ("batch_size", "past_sequence_length + sequence_length")
-    assert "position_ids" in shapes
+    assert (kv.cache, kv.attention) == ("shared-buffer", "com.microsoft.GroupQueryAttention")
+    specs = {t.name: t for t in manifest.inputs}
+    assert specs["past_key_values.0.key"].shape == ("batch_size", kv_heads, "capacity", kv.head_size)
+    assert (specs["sequence_lengths"].dtype, specs["sequence_lengths"].shape) == ("int32", ("batch_size",))
+    assert specs["logits_to_keep"].shape == (1,)
+    assert ("position_ids" in specs) == (config.model_type == "gpt2")  # rotary positions come from the lengths
+    outputs = {t.name: t.shape for t in manifest.outputs}
+    assert outputs["present.0.key"] == specs["past_key_values.0.key"].shape  # the same buffer, bound twice
     assert [n for pair in kv.present_names() for n in pair] == [t.name for t in manifest.outputs[1:]]
 
 
 @pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_graph_is_fused_one_attention_operator_per_layer(bundles, name):
+    out, manifest = bundles(name)
+    ops = Counter(n.op_type for n in onnx.load(str(out / manifest.graph_file)).graph.node)
+    layers = manifest.kv_cache.num_layers
+    assert ops["GroupQueryAttention"] == layers
+    # residual add + norm fused before each MLP and each later norm; GPT-2's first norm also adds the positions
+    skip_norms = {"llama": ("SkipSimplifiedLayerNormalization", 2 * layers), "gpt2": ("SkipLayerNormalization", 2 * layers + 1)}
+    norm, count = skip_norms[name]
+    assert ops[norm] == count
+    assert ops["MatMul"] == 4 * layers + 1  # packed qkv, o, packed gate|up (or up), down; the LM head
+    assert not ops["Concat"] and not ops["Softmax"]  # no cache concatenation, no unfused attention
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
 def test_full_forward_equals_prefill_plus_stepwise_decode(bundles, name):
-    """The cache contract, numerically: logits of one pass over N tokens equal those of
-    a prefill of N-5 tokens followed by 5 single-token steps through the KV cache."""
+    """The cache contract, numerically: logits of one pass over N tokens equal those of a prefill
+    of 4 tokens, a 3-token second chunk, then single-token steps, all in one buffer updated in place."""
     out, manifest = bundles(name)
     graph = DecoderGraph(ort.InferenceSession(str(out / manifest.graph_file)), manifest)
-    ids = np.array([[5, 17, 42, 99, 7, 3, 64, 128, 11, 23]], dtype=np.int64)
-    full = graph.forward(graph.new_cache(1), ids)  # (1, 10, vocab)
-    cache = graph.new_cache(1)
-    pieces = [graph.forward(cache, ids[:, :5])] + [graph.forward(cache, ids[:, i:i + 1]) for i in range(5, 10)]
-    np.testing.assert_allclose(np.concatenate(pieces, axis=1), full, atol=1e-5)
-    assert cache.offset == 10
-
+    ids = [5, 17, 42, 99, 7, 3, 64, 128, 11, 23]
+    full = graph.score(ids)  # (10, vocab)
+    cache = graph.new_cache(slots=1, capacity=len(ids))
+    buffers = dict(cache.buffers)
+    pieces = [graph.extend(cache, 0, ids[:4], keep=0), graph.extend(cache, 0, ids[4:7], keep=0)]
+    pieces += [graph.step(cache, np.asarray([t]), np.ones(1, dtype=bool)) for t in ids[7:]]
+    np.testing.assert_allclose(np.concatenate(pieces, axis=0), full, atol=1e-5)
+    assert cache.lengths.tolist() == [10]
+    assert all(cache.buffers[k] is v for k, v in buffers.items())  # written in place, never reallocated
 
 @pytest.mark.parametrize("name", ["gpt2", "llama", "qwen2"])
 def test_greedy_tokens_equal_transformers_generate_independently_of_export_check(bundles, checkpoints, name):

@@ -19,6 +19,7 @@ from edgelm.errors import BundleError, GenerationError
 from edgelm.runtime import load
 from edgelm.runtime.decoder import DecoderGraph
 from edgelm.runtime.generator import Generator, GeneratorParams
+from edgelm.runtime.kv_cache import CHUNK
 
 FAMILIES = ["gpt2", "llama", "mistral", "qwen2"]
 PROMPTS = ["The quick brown fox", "Rain falls softly on the roof; the kiosk hums along."]
@@ -435,47 +436,71 @@ def test_generator_misuse_is_refused_clearly(lm_of):
 
 
 # -- the KV cache contract ----------------------------------------------------------------------
+def graph_of(bundles, family: str) -> DecoderGraph:
+    out, manifest = bundles(family)
+    return DecoderGraph(ort.InferenceSession(str(out / manifest.graph_file), providers=["CPUExecutionProvider"]), manifest)
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_whole_prefill_equals_prefix_prefill_plus_step_by_step_decode(bundles, lm_of, family):
-    out, manifest = bundles(family)
-    graph = DecoderGraph(ort.InferenceSession(str(out / manifest.graph_file), providers=["CPUExecutionProvider"]),
-                         manifest)
+    graph = graph_of(bundles, family)
     ids = lm_of(family).encode(PROMPTS[1])
-    whole = graph.forward(graph.new_cache(batch=1), np.asarray([ids]))  # (1, n, vocab)
-    cache = graph.new_cache(batch=1)
-    parts = [graph.forward(cache, np.asarray([ids[:5]]))]  # prefill of a prefix
+    whole_cache = graph.new_cache(slots=1)
+    whole = graph.extend(whole_cache, 0, ids, keep=0)  # (n, vocab)
+    cache = graph.new_cache(slots=1)
+    parts = [graph.extend(cache, 0, ids[:5], keep=0)]  # prefill of a prefix
     for token in ids[5:]:
-        parts.append(graph.forward(cache, np.asarray([[token]])))  # one decode step each
-    stepped = np.concatenate(parts, axis=1)
+        parts.append(graph.step(cache, np.asarray([token]), np.ones(1, dtype=bool)))  # one decode step each
+    stepped = np.concatenate(parts, axis=0)
     assert stepped.shape == whole.shape
-    np.testing.assert_allclose(stepped[:, -1], whole[:, -1], atol=1e-4)
     np.testing.assert_allclose(stepped, whole, atol=1e-4)
-    kv = manifest.kv_cache
-    assert cache.offset == len(ids)
-    assert len(cache.past) == 2 * kv.num_layers
-    for value in cache.past.values():
-        assert type(value).__name__ == "OrtValue"  # kept as onnxruntime values, never copied into numpy
-        assert value.shape() == [1, kv.num_kv_heads, len(ids), kv.head_size]
+    kv, n = graph.layout, len(ids)
+    assert cache.lengths.tolist() == [n] and len(cache.buffers) == 2 * kv.num_layers
+    for name, buffer in cache.buffers.items():  # the keys and values themselves agree, in one buffer per layer
+        assert buffer.shape == (1, kv.num_kv_heads, cache.capacity, kv.head_size) and cache.capacity > n
+        np.testing.assert_allclose(buffer[:, :, :n], whole_cache.buffers[name][:, :, :n], atol=1e-5)
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
-def test_a_left_padded_row_gets_the_same_logits_as_alone(bundles, lm_of, family):
-    out, manifest = bundles(family)
-    graph = DecoderGraph(ort.InferenceSession(str(out / manifest.graph_file), providers=["CPUExecutionProvider"]),
-                         manifest)
+def test_rows_of_different_lengths_get_the_same_logits_as_alone(bundles, lm_of, family):
+    graph = graph_of(bundles, family)
     lm = lm_of(family)
     short, long = lm.encode(BATCH[0]), lm.encode(BATCH[2])
-    pad = len(long) - len(short)
-    ids = np.asarray([[0] * pad + short, long])  # (2, len(long)), the short row left-padded
-    mask = np.asarray([[0] * pad + [1] * len(short), [1] * len(long)])
-    cache = graph.new_cache(batch=2)
-    batched = graph.forward(cache, ids, mask)
-    alone = graph.forward(graph.new_cache(batch=1), np.asarray([short]))
-    np.testing.assert_allclose(batched[0, pad:], alone[0], atol=1e-4)
-    next_step = graph.forward(cache, np.asarray([[5], [5]]))  # a decode step after the padded prefill
-    alone_cache = graph.new_cache(batch=1)
-    graph.forward(alone_cache, np.asarray([short]))
-    np.testing.assert_allclose(next_step[0], graph.forward(alone_cache, np.asarray([[5]]))[0], atol=1e-4)
+    cache = graph.new_cache(slots=2)
+    first = [graph.extend(cache, 0, short), graph.extend(cache, 1, long)]  # each row prefilled into its slot
+    alone_short, alone_long = graph.new_cache(slots=1), graph.new_cache(slots=1)
+    np.testing.assert_allclose(first[0], graph.extend(alone_short, 0, short), atol=1e-5)
+    np.testing.assert_allclose(first[1], graph.extend(alone_long, 0, long), atol=1e-5)
+    both = graph.step(cache, np.asarray([5, 6]), np.ones(2, dtype=bool))  # (2, vocab): one decode step for both rows
+    np.testing.assert_allclose(both[0], graph.step(alone_short, np.asarray([5]), np.ones(1, dtype=bool))[0], atol=1e-4)
+    np.testing.assert_allclose(both[1], graph.step(alone_long, np.asarray([6]), np.ones(1, dtype=bool))[0], atol=1e-4)
+    assert cache.lengths.tolist() == [len(short) + 1, len(long) + 1]
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_a_row_that_is_not_live_is_left_as_it_was(bundles, lm_of, family):
+    """A finished row is fed filler tokens while the others decode; its next real step is unchanged."""
+    graph = graph_of(bundles, family)
+    ids = lm_of(family).encode(BATCH[1])
+    cache, alone = graph.new_cache(slots=2), graph.new_cache(slots=1)
+    graph.extend(cache, 0, ids), graph.extend(cache, 1, ids), graph.extend(alone, 0, ids)
+    for filler in (9, 10, 11):  # row 1 sleeps for three steps
+        graph.step(cache, np.asarray([7, filler]), np.asarray([True, False]))
+    assert cache.lengths.tolist() == [len(ids) + 3, len(ids)]
+    woken = graph.extend(cache, 1, [7])
+    np.testing.assert_allclose(woken, graph.extend(alone, 0, [7]), atol=1e-5)
+
+
+def test_capacity_grows_in_chunks_and_keeps_what_the_rows_hold(bundles):
+    graph = graph_of(bundles, "llama")
+    cache = graph.new_cache(slots=2, capacity=10)
+    assert cache.capacity == CHUNK
+    name = graph.layout.past_names()[0][0]
+    cache.buffers[name][:, :, :CHUNK] = np.random.default_rng(0).random(cache.buffers[name][:, :, :CHUNK].shape)
+    before = cache.buffers[name].copy()
+    cache.reserve(CHUNK + 5)
+    assert cache.capacity == 2 * CHUNK
+    np.testing.assert_array_equal(cache.buffers[name][:, :, :CHUNK], before)
 
 
 # -- chat template ------------------------------------------------------------------------------
@@ -599,8 +624,8 @@ def test_cuda_provider_generates_like_cpu_and_keeps_the_cache_on_the_gpu(bundles
     gen = gpu.generator(max_new_tokens=4)
     gen.append_tokens(gpu.encode(PROMPTS[0]))
     gen.generate_next_token()
-    assert gen._cache.past
-    for value in gen._cache.past.values():
+    assert gen._cache.buffers
+    for value in gen._cache.buffers.values():
         assert value.device_name().lower() == "cuda"
 
 

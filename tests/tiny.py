@@ -85,14 +85,14 @@ LABELS = {"id2label": {0: "NEGATIVE", 1: "POSITIVE", 2: "NEUTRAL"}, "label2id": 
 
 # name -> (config class, config kwargs, tokenizer factory)
 DECODERS = {
-    "gpt2": ("GPT2Config", dict(n_layer=2, n_head=4, n_embd=32, n_positions=128), gpt2_tokenizer),
-    "distilgpt2": ("GPT2Config", dict(n_layer=1, n_head=2, n_embd=16, n_positions=64), gpt2_tokenizer),
-    "llama": ("LlamaConfig", dict(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, hidden_size=32,
-                                  intermediate_size=64, max_position_embeddings=128, tie_word_embeddings=True), llama_tokenizer),
-    "mistral": ("MistralConfig", dict(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1, hidden_size=32,
-                                      intermediate_size=64, max_position_embeddings=128, sliding_window=None), llama_tokenizer),
-    "qwen2": ("Qwen2Config", dict(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, hidden_size=32,
-                                  intermediate_size=64, max_position_embeddings=128), llama_tokenizer),
+    "gpt2": ("GPT2Config", dict(n_layer=2, n_head=4, n_embd=64, n_positions=128), gpt2_tokenizer),
+    "distilgpt2": ("GPT2Config", dict(n_layer=1, n_head=2, n_embd=32, n_positions=64), gpt2_tokenizer),
+    "llama": ("LlamaConfig", dict(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, hidden_size=64,
+                                  intermediate_size=96, max_position_embeddings=128, tie_word_embeddings=True), llama_tokenizer),
+    "mistral": ("MistralConfig", dict(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1, hidden_size=64,
+                                      intermediate_size=96, max_position_embeddings=128, sliding_window=None), llama_tokenizer),
+    "qwen2": ("Qwen2Config", dict(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, hidden_size=64,
+                                  intermediate_size=96, max_position_embeddings=128), llama_tokenizer),
 }
 ENCODERS = {
     "bert": ("BertConfig", dict(num_hidden_layers=2, num_attention_heads=2, hidden_size=32, intermediate_size=64,

@@ -2,8 +2,10 @@
 
 A family states only how it differs: which config keys hold its sizes (aliases spelled out,
 first match wins), whether its graph takes position ids or token type ids, how many position
-slots it reserves, its default pooling, and the tasks it supports. Generic code calls the
-methods below and never branches on model_type.
+slots it reserves, its default pooling, and the tasks it supports. A decoder family also says
+how its layers are built (`DecoderLayers`: positions, norm, MLP kind, where each weight lives in
+the checkpoint), which export/decoder_graph.py reads. Generic code calls the methods below and
+never branches on model_type.
 """
 
 from __future__ import annotations
@@ -22,6 +24,27 @@ class Kind(str, Enum):
 
 
 @dataclass(frozen=True)
+class DecoderLayers:
+    """How a decoder family's fused graph is built from its checkpoint.
+
+    `weights` maps a role to the checkpoint's module name (`{i}` = layer index); a module's
+    `.weight` and optional `.bias` are read. Roles: embed, final_norm, lm_head, attn_norm, o,
+    mlp_norm, down, up, and either qkv (one packed projection) or q, k, v; gated MLPs add gate;
+    learned positions add positions.
+    """
+
+    positions: str  # "rotary" (applied inside the attention operator) | "learned" (a table added to the embedding)
+    norm: str  # "rms" | "layer"
+    mlp: str  # "gated": down(act(gate(x)) * up(x)) | "plain": down(act(up(x)))
+    weights: dict[str, str]
+    linear: str = "out_in"  # torch.nn.Linear stores (out, in); GPT-2's Conv1D stores (in, out)
+    activation: tuple[str, ...] = ("hidden_act",)  # config keys naming the MLP activation
+    norm_epsilon: tuple[str, ...] = ("rms_norm_eps",)
+    sliding_window: tuple[str, ...] = ()  # config keys of a local attention window, if the family has one
+    rotary: str = "model.rotary_emb"  # the module computing (cos, sin) for rotary positions
+
+
+@dataclass(frozen=True)
 class Family:
     name: str
     kind: Kind
@@ -33,10 +56,10 @@ class Family:
     max_positions: tuple[str, ...]
     num_kv_heads: tuple[str, ...] = ()  # none found -> same as num_heads (no GQA)
     head_size: tuple[str, ...] = ()  # none found -> hidden_size // num_heads
-    position_ids: bool = False  # decoder graph takes position_ids
     token_type_ids: bool = False  # encoder graph may take token_type_ids
     reserved_positions: int = 0  # RoBERTa keeps padding_idx + 1 slots out of the table
     pooling: str = "mean"  # sentence pooling when the checkpoint does not say
+    decoder: DecoderLayers | None = None  # decoders: how the fused graph is built
 
     def hparam(self, config: Any, names: tuple[str, ...], default: Any = None) -> Any:
         """First of NAMES set on CONFIG (llama.cpp's find_hparam)."""

@@ -1,6 +1,6 @@
-"""GPT-2 family (gpt2, distilgpt2): learned positions, one KV head per query head."""
+"""GPT-2 family (gpt2, distilgpt2): learned positions, one KV head per query head, LayerNorm, GELU MLP."""
 
-from edgelm.export.families.base import Family, Kind
+from edgelm.export.families.base import DecoderLayers, Family, Kind
 
 FAMILY = Family(
     name="gpt2",
@@ -11,5 +11,18 @@ FAMILY = Family(
     num_heads=("n_head", "num_attention_heads"),
     hidden_size=("n_embd", "hidden_size"),
     max_positions=("n_positions", "max_position_embeddings"),
-    position_ids=True,
+    decoder=DecoderLayers(
+        positions="learned",
+        norm="layer",
+        mlp="plain",
+        weights={
+            "embed": "transformer.wte", "positions": "transformer.wpe", "final_norm": "transformer.ln_f",
+            "lm_head": "lm_head", "attn_norm": "transformer.h.{i}.ln_1", "qkv": "transformer.h.{i}.attn.c_attn",
+            "o": "transformer.h.{i}.attn.c_proj", "mlp_norm": "transformer.h.{i}.ln_2",
+            "up": "transformer.h.{i}.mlp.c_fc", "down": "transformer.h.{i}.mlp.c_proj",
+        },
+        linear="in_out",  # Conv1D
+        activation=("activation_function",),
+        norm_epsilon=("layer_norm_epsilon",),
+    ),
 )

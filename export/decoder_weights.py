@@ -1,0 +1,80 @@
+"""A decoder checkpoint's weights by role, in the layout the fused graph wants.
+
+The family declaration (`DecoderLayers.weights`) names each role's module; this reads its
+`.weight` and optional `.bias` from the torch model, turns projections into (in, out) matrices
+for MatMul, packs Q/K/V (and gate/up) side by side so each is one MatMul, and computes the rotary
+cos/sin tables with the model's own rotary module, so every rope variant transformers implements
+(scaling types, attention factor) is reproduced exactly rather than re-derived here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from edgelm.errors import ExportError
+from edgelm.export.families.base import DecoderLayers
+
+
+class DecoderWeights:
+    """Role -> numpy arrays (float32) of one torch decoder."""
+
+    def __init__(self, model: Any, layers: DecoderLayers):
+        self.model = model
+        self.layers = layers
+        self.params = dict(model.named_parameters(remove_duplicate=False))
+        self.params.update(dict(model.named_buffers()))
+
+    def has(self, role: str) -> bool:
+        return role in self.layers.weights
+
+    def _tensor(self, role: str, layer: int | None, part: str) -> Any | None:
+        module = self.layers.weights[role].format(i=layer)
+        return self.params.get(f"{module}.{part}")
+
+    def array(self, role: str, layer: int | None = None, part: str = "weight") -> np.ndarray | None:
+        tensor = self._tensor(role, layer, part)
+        if tensor is None and part == "weight":
+            module = self.layers.weights[role].format(i=layer)
+            raise ExportError(f"the checkpoint has no {module}.weight ({role}); its layout does not match the family declaration")
+        return None if tensor is None else tensor.detach().float().numpy().copy()
+
+    def linear(self, *roles: str, layer: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """ROLES' projections side by side: W (in, sum of outs) and bias (sum of outs,) or None."""
+        matrices, biases = [], []
+        for role in roles:
+            w = self.array(role, layer)
+            matrices.append(w.T if self.layers.linear == "out_in" else w)  # -> (in, out)
+            biases.append(self.array(role, layer, "bias"))
+        if all(b is None for b in biases):
+            bias = None
+        else:
+            bias = np.concatenate([b if b is not None else np.zeros(m.shape[1], np.float32) for m, b in zip(matrices, biases)])
+        return np.ascontiguousarray(np.concatenate(matrices, axis=1)), bias
+
+    def norm(self, role: str, layer: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """(gamma, beta or None) of a normalisation."""
+        return self.array(role, layer), self.array(role, layer, "bias")
+
+    def lm_head_is_embedding(self) -> bool:
+        """True when the LM head is the input embedding (tied): the graph then stores it once."""
+        head, embed = self._tensor("lm_head", None, "weight"), self._tensor("embed", None, "weight")
+        return head is None or head is embed or head.data_ptr() == embed.data_ptr()
+
+    def rotary_tables(self, positions: int, head_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """cos and sin (positions, head_size / 2) from the model's rotary module (rotate-half layout)."""
+        import torch
+
+        try:
+            rotary = self.model.get_submodule(self.layers.rotary)
+        except AttributeError as e:
+            raise ExportError(f"the checkpoint has no rotary module {self.layers.rotary}; its layout does not match the family") from e
+        ids = torch.arange(positions, dtype=torch.int64)[None]  # (1, positions)
+        with torch.no_grad():
+            cos, sin = rotary(torch.zeros(1, dtype=torch.float32), ids)  # (1, positions, rotary_dim)
+        cos, sin = cos[0].float().numpy(), sin[0].float().numpy()
+        half = cos.shape[-1] // 2
+        if cos.shape[-1] != head_size or not np.array_equal(cos[:, :half], cos[:, half:]):
+            raise ExportError("this checkpoint's rotary embedding is partial or interleaved, which the fused graph does not support")
+        return np.ascontiguousarray(cos[:, :half]), np.ascontiguousarray(sin[:, :half])
