@@ -80,20 +80,23 @@ def inspect_cmd(bundle: Path, fast: bool, as_json: bool, provider: str):
 @click.option("--min-cosine", type=float, default=None, help="Embedding gate: minimum mean cosine [default: 0.99 int8, 0.97 int4].")
 @click.option("--keep-float", multiple=True, help="Keep nodes in float: a preset (lm_head, embeddings, attention, mlp) or an fnmatch pattern on node names; repeatable.")
 @click.option("--block-size", type=int, default=32, show_default=True, help="int8/int4 weight-only block size.")
+@click.option("--algorithm", type=click.Choice(["rtn", "hqq"]), default="rtn", show_default=True,
+              help="int4 rounding: rtn (symmetric round-to-nearest) or hqq (float zero points; needs torch).")
 @click.option("--per-tensor", is_flag=True, help="int8-dynamic/static: one scale per weight tensor instead of per channel.")
 @click.option("--no-gate", is_flag=True, help="Write the bundle even if it fails the gate (the numbers are still recorded).")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 @one_line_errors
 def quantize_cmd(src: Path, out: Path, method: str | None, calibration_file: Path | None, calibrate_method: str,
                  eval_file: Path | None, max_ppl_increase: float | None, min_cosine: float | None,
-                 keep_float: tuple[str, ...], block_size: int, per_tensor: bool, no_gate: bool, force: bool):
+                 keep_float: tuple[str, ...], block_size: int, algorithm: str, per_tensor: bool, no_gate: bool, force: bool):
     """Quantize a float bundle to INT8/INT4, gate it against the float bundle, print what it did."""
     from edgelm.quantize import Calibration, Method, QuantizeOptions, default_method, quantize
     from edgelm.report import print_quantize_summary
     from edgelm.runtime.manifest import read_manifest
 
     chosen = Method(method) if method else default_method(read_manifest(src).is_decoder)
-    options = QuantizeOptions(method=chosen, keep_float=keep_float, block_size=block_size, per_channel=not per_tensor,
+    options = QuantizeOptions(method=chosen, keep_float=keep_float, block_size=block_size, algorithm=algorithm,
+                              per_channel=not per_tensor,
                               calibration=Calibration(calibrate_method), calibration_file=calibration_file,
                               eval_file=eval_file, max_ppl_increase=max_ppl_increase, min_mean_cosine=min_cosine,
                               gate=not no_gate)

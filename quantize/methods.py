@@ -19,6 +19,7 @@ LM head's Transpose(embedding) becomes a weight the quantizers can see).
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -37,6 +38,14 @@ class Method(str, Enum):
     INT4 = "int4"
 
 
+class Algorithm(str, Enum):
+    """How int4 weights are rounded: round-to-nearest on a symmetric grid, or HQQ (float zero points fit by
+    half-quadratic optimisation), both from onnxruntime.quantization."""
+
+    RTN = "rtn"
+    HQQ = "hqq"
+
+
 class Calibration(str, Enum):
     MINMAX = "minmax"
     ENTROPY = "entropy"
@@ -48,6 +57,8 @@ def default_method(is_decoder: bool) -> Method:
 
 
 WEIGHT_ONLY = {Method.INT8: 8, Method.INT4: 4}  # bits
+# MatMulNBits computes with int8 activations (VNNI / AMX kernels) where the CPU has them.
+ACCURACY_LEVEL = 4
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,7 @@ class QuantizeOptions:
     keep_float: tuple[str, ...] = ()  # presets or node-name patterns (quantize/policy.py)
     block_size: int = 32  # weight-only block size along K
     per_channel: bool = True  # int8-dynamic / int8-static weights
+    algorithm: Algorithm = Algorithm.RTN  # int4 rounding
     calibration: Calibration = Calibration.MINMAX  # int8-static
     calibration_file: Path | None = None  # int8-static texts, one per line
     eval_file: Path | None = None  # gate texts (prose for decoders, lines for encoders)
@@ -66,7 +78,7 @@ class QuantizeOptions:
     gate: bool = True
 
     def __post_init__(self):
-        for name, kind in (("method", Method), ("calibration", Calibration)):  # accept the names users type
+        for name, kind in (("method", Method), ("algorithm", Algorithm), ("calibration", Calibration)):  # accept typed names
             try:
                 object.__setattr__(self, name, kind(getattr(self, name)))
             except ValueError:
@@ -78,6 +90,8 @@ class QuantizeOptions:
             problems.append(f"--max-ppl-increase is a fraction (0.03 = 3%), got {self.max_ppl_increase}")
         if self.min_mean_cosine is not None and not 0 < self.min_mean_cosine <= 1:
             problems.append(f"--min-cosine must be in (0, 1], got {self.min_mean_cosine}")
+        if self.algorithm is not Algorithm.RTN and self.method is not Method.INT4:
+            problems.append(f"--algorithm {self.algorithm.value} is for --method int4, not {self.method.value}")
         if self.calibration_file is not None and self.method is not Method.INT8_STATIC:
             problems.append(f"--calibration is used by --method int8-static only, not {self.method.value}")
         if problems:
@@ -143,29 +157,70 @@ def int8_static(src: Path, dst: Path, options: QuantizeOptions, keep: list[str],
 
 
 def weight_only(src: Path, dst: Path, options: QuantizeOptions, keep: list[str]) -> Quantized:
-    """Block-wise MatMulNBits (+ embedding lookups); a tied INT8 embedding is stored once."""
+    """Block-wise MatMulNBits in two passes: the LM head at 8 bits, then every other MatMul at the
+    method's bits (int4: with options.algorithm). A tied embedding's lookup reads the head's 8-bit
+    bytes (stored once); an untied one is quantized to 4 bits by int4 and left float by int8.
+
+    Why the head stays 8-bit at int4: measured on SmolLM2, a 4-bit head and embedding cost +25%
+    perplexity against +15% with them at 8 bits, and the shared 8-bit matrix is smaller than two
+    4-bit ones (docs/benchmarks.md).
+    """
     import onnx
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     from edgelm.quantize.gemm_to_matmul import gemm_to_matmul
-    from edgelm.quantize.tied_embedding import find_tie, share_tied_embedding
+    from edgelm.quantize.tied_embedding import find_tie, lm_head_node, share_tied_embedding
 
     bits = WEIGHT_ONLY[options.method]
     model = onnx.load(str(src))
     unfused = gemm_to_matmul(model)
-    tie = find_tie(model) if bits == 8 else None
-    if tie and tie.gather in keep:  # the user keeps the embedding lookup in float
-        tie = None
-    ops = ("MatMul", "Gather") if bits == 4 else ("MatMul",)  # onnxruntime quantizes only 4-bit Gather
-    quantizer = MatMulNBitsQuantizer(model, bits=bits, block_size=options.block_size, is_symmetric=True,
-                                     accuracy_level=4, nodes_to_exclude=keep, op_types_to_quantize=ops,
-                                     quant_axes=(("MatMul", 0), ("Gather", 1)))
-    quantizer.process()
-    model = quantizer.model.model
-    shared = bool(tie) and share_tied_embedding(model, tie, options.block_size)
+    head = lm_head_node(model)
+    tie = find_tie(model)
+    shared = False
+    if head is not None and head not in keep:
+        others = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.name != head]
+        model = _matmul_nbits(model, 8, options.block_size, Algorithm.RTN, exclude=others, ops=("MatMul",))
+        shared = bool(tie) and tie.gather not in keep and share_tied_embedding(model, tie, options.block_size)
+    lookups = ("Gather",) if bits == 4 and not shared else ()  # onnxruntime's quantizer writes only 4-bit lookups
+    model = _matmul_nbits(model, bits, options.block_size, options.algorithm if bits == 4 else Algorithm.RTN,
+                          exclude=keep, ops=("MatMul", *lookups))
     onnx.save(model, str(dst))
-    return Quantized(f"int{bits}", "fp32", {"block_size": options.block_size, "symmetric": True, "accuracy_level": 4,
+    algorithm = options.algorithm.value if bits == 4 else Algorithm.RTN.value
+    return Quantized(f"int{bits}", "fp32", {"block_size": options.block_size, "algorithm": algorithm,
+                                            "symmetric": algorithm == "rtn", "accuracy_level": ACCURACY_LEVEL,
+                                            "lm_head_bits": 8 if head is not None and head not in keep else None,
                                             "tied_embedding_shared": shared, "gemm_rewritten_as_matmul": unfused})
+
+
+def _matmul_nbits(model, bits: int, block_size: int, algorithm: "Algorithm", exclude: list[str], ops: tuple[str, ...]):
+    """One pass of onnxruntime's MatMulNBitsQuantizer over OPS nodes not in EXCLUDE; returns the new model."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import HQQWeightOnlyQuantConfig, MatMulNBitsQuantizer
+
+    axes = (("MatMul", 0), ("Gather", 1))
+    config = None
+    if algorithm is Algorithm.HQQ:
+        try:
+            import torch  # noqa: F401  (onnxruntime's HQQ runs on torch)
+        except ImportError:
+            raise QuantizeError("--algorithm hqq needs torch on this machine (pip install 'edgelm[export]'); "
+                                "or use --algorithm rtn") from None
+        config = HQQWeightOnlyQuantConfig(block_size=block_size, bits=bits, op_types_to_quantize=ops, quant_axes=axes)
+    quantizer = MatMulNBitsQuantizer(model, bits=bits, block_size=block_size, is_symmetric=True,
+                                     accuracy_level=ACCURACY_LEVEL, nodes_to_exclude=exclude, op_types_to_quantize=ops,
+                                     quant_axes=axes, algo_config=config)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # HQQ's torch.from_numpy warns about read-only arrays it only reads
+        quantizer.process()
+    model = quantizer.model.model
+    for node in model.graph.node:  # HQQ's nodes carry no accuracy_level: compute in int8 where the CPU can
+        if node.op_type == "MatMulNBits" and not any(a.name == "accuracy_level" for a in node.attribute):
+            node.attribute.append(onnx_attribute("accuracy_level", ACCURACY_LEVEL))
+    return model
+
+
+def onnx_attribute(name: str, value: int):
+    from onnx import helper
+
+    return helper.make_attribute(name, value)
 
 
 def check_quantized(path: Path) -> int:

@@ -47,6 +47,15 @@ def find_tie(model: onnx.ModelProto) -> Tie | None:
     return None
 
 
+def lm_head_node(model: onnx.ModelProto, output: str = "logits") -> str | None:
+    """Name of the MatMul that computes OUTPUT (through any Add / Identity after it), if there is one."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    node = producer.get(output)
+    while node is not None and node.op_type in ("Add", "Identity"):
+        node = producer.get(node.input[0])
+    return node.name if node is not None and node.op_type == "MatMul" else None
+
+
 def share_tied_embedding(model: onnx.ModelProto, tie: Tie, block_size: int) -> bool:
     """Point TIE's Gather at the LM head's 8-bit MatMulNBits weight; drop the float embedding."""
     graph = model.graph

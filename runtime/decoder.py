@@ -21,8 +21,13 @@ from edgelm.runtime.manifest import Manifest
 from edgelm.runtime.session import DEVICES, Device
 
 
+PREFILL_CHUNK = 512  # tokens per call when a prompt is long
+
+
 class DecoderGraph:
     """A decoder session read through its manifest: names come from the KV layout, never guessed."""
+
+    prefill_chunk = PREFILL_CHUNK
 
     def __init__(self, session: ort.InferenceSession, manifest: Manifest, device: Device = DEVICES["cpu"]):
         self.session = session
@@ -37,12 +42,25 @@ class DecoderGraph:
         return KVCache(self.layout, slots, self.manifest.max_context, capacity, self.device)
 
     def extend(self, cache: KVCache, row: int, ids: np.ndarray | list[int], keep: int = 1) -> np.ndarray:
-        """Append IDS (n,) to ROW; returns logits (KEEP, vocab) of its last KEEP positions (0 = all n)."""
-        ids = np.asarray(ids, dtype=np.int64).reshape(1, -1)  # (1, n)
-        cache.reserve(int(cache.lengths[row]) + ids.shape[1])
-        logits = self._run(cache, row, row + 1, ids, cache.starts(row, row + 1), keep)
-        cache.advance(slice(row, row + 1), ids.shape[1])
-        return logits[0]
+        """Append IDS (n,) to ROW; returns logits (KEEP, vocab) of its last KEEP positions (0 = all n).
+
+        A long prompt runs in chunks of PREFILL_CHUNK tokens: the attention operator computes a
+        chunk's scores against everything before it, so chunks halve the work of one square
+        (n x n) pass and bound its scratch memory.
+        """
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)  # (n,)
+        cache.reserve(int(cache.lengths[row]) + len(ids))
+        kept = []
+        for at in range(0, len(ids), self.prefill_chunk):
+            chunk = ids[at:at + self.prefill_chunk][None]  # (1, c)
+            rest = len(ids) - at - chunk.shape[1]  # tokens after this chunk
+            if keep == 0 or keep > rest:  # this chunk holds some of the positions asked for
+                want = 0 if keep == 0 or keep - rest >= chunk.shape[1] else keep - rest
+                kept.append(self._run(cache, row, row + 1, chunk, cache.starts(row, row + 1), want)[0])
+            else:
+                self._run(cache, row, row + 1, chunk, cache.starts(row, row + 1), 1)
+            cache.advance(slice(row, row + 1), chunk.shape[1])
+        return np.concatenate(kept, axis=0)
 
     def score(self, ids: np.ndarray | list[int]) -> np.ndarray:
         """Logits (n, vocab) at every position of IDS, run as one prompt from an empty cache (teacher forcing)."""

@@ -174,7 +174,7 @@ def test_graph_holds_the_methods_quantized_ops(quantized, case):
     if method in WEIGHT_ONLY:
         bits = {a.i for n in onnx.load(str(q.out / q.manifest.graph_file)).graph.node
                 if n.op_type == "MatMulNBits" for a in n.attribute if a.name == "bits"}
-        assert bits == {8 if method is Method.INT8 else 4}
+        assert bits == ({8} if method is Method.INT8 else {4, 8})  # int4 keeps the LM head at 8 bits
     assert "MatMulNBits" not in op_counts(q.src / q.base.graph_file)  # the float graph had none
 
 
@@ -254,11 +254,28 @@ def test_tied_int8_greedy_tokens_follow_the_float_bundle(quantized, name):
     assert all(row["first_difference"] is None or row["first_difference"] >= 3 for row in q.manifest.accuracy["greedy"])
 
 
-def test_int4_embedding_lookup_is_4_bit_and_not_shared(quantized):
-    q = quantized("llama", Method.INT4)
-    assert q.manifest.precision["options"]["tied_embedding_shared"] is False
-    lookups = [n for n in onnx.load(str(q.out / q.manifest.graph_file)).graph.node if n.op_type == "GatherBlockQuantized"]
-    assert [{a.name: a.i for a in n.attribute}.get("bits", 4) for n in lookups] == [4]  # 4 is the op's default
+@pytest.mark.parametrize("algorithm", ["rtn", "hqq"])
+def test_int4_keeps_the_lm_head_and_the_tied_embedding_at_8_bits_stored_once(quantized, algorithm):
+    q = quantized("llama", Method.INT4, algorithm=algorithm)
+    options = q.manifest.precision["options"]
+    assert (options["tied_embedding_shared"], options["lm_head_bits"], options["algorithm"]) == (True, 8, algorithm)
+    model = onnx.load(str(q.out / q.manifest.graph_file))
+    lookups = [n for n in model.graph.node if n.op_type == "GatherBlockQuantized"]
+    assert [{a.name: a.i for a in n.attribute}["bits"] for n in lookups] == [8]
+    layers = {n.name: {a.name: a.i for a in n.attribute} for n in model.graph.node if n.op_type == "MatMulNBits"}
+    assert {name: a["bits"] for name, a in layers.items() if "lm_head" in name} == {"/lm_head/MatMul_Q8": 8}
+    assert {a["bits"] for name, a in layers.items() if "lm_head" not in name} == {4}
+    assert all(a["accuracy_level"] == 4 for a in layers.values())  # int8 compute where the CPU has it
+    zero_points = [i for n in model.graph.node if n.op_type == "MatMulNBits" and "lm_head" not in n.name
+                   for i in n.input[3:4] if i]
+    inits = {i.name: i.data_type for i in model.graph.initializer}
+    # rtn: a symmetric grid (no zero points); hqq: a float zero point per block
+    assert {inits[z] for z in zero_points} == (set() if algorithm == "rtn" else {onnx.TensorProto.FLOAT})
+
+
+def test_hqq_is_for_int4_only():
+    with pytest.raises(QuantizeError, match="--algorithm hqq is for --method int4"):
+        QuantizeOptions(Method.INT8, algorithm="hqq")
 
 
 # -- --keep-float -----------------------------------------------------------------------------------

@@ -491,6 +491,19 @@ def test_a_row_that_is_not_live_is_left_as_it_was(bundles, lm_of, family):
     np.testing.assert_allclose(woken, graph.extend(alone, 0, [7]), atol=1e-5)
 
 
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_a_prompt_run_in_chunks_gives_the_logits_of_one_pass(bundles, lm_of, family):
+    graph = graph_of(bundles, family)
+    ids = lm_of(family).encode(PROMPTS[1])  # about 20 tokens
+    whole = graph.score(ids)  # (n, vocab), one pass
+    graph.prefill_chunk = 6  # instance attribute: only this graph object chunks this small
+    for keep in (0, 1, 4, 6, 7, len(ids)):
+        cache = graph.new_cache(slots=1)
+        chunked = graph.extend(cache, 0, ids, keep=keep)
+        np.testing.assert_allclose(chunked, whole if keep == 0 else whole[-keep:], atol=1e-5)
+        assert cache.lengths.tolist() == [len(ids)]
+
+
 def test_capacity_grows_in_chunks_and_keeps_what_the_rows_hold(bundles):
     graph = graph_of(bundles, "llama")
     cache = graph.new_cache(slots=2, capacity=10)
