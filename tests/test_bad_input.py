@@ -136,3 +136,18 @@ def test_failed_parity_writes_nothing_and_keeps_an_old_bundle(checkpoints, tmp_p
         export(checkpoints("gpt2"), out, force=True, progress=False)
     assert sorted(p.name for p in out.iterdir()) == ["old.txt"]
     assert not list(tmp_path.glob(".out.*"))
+
+
+def test_a_head_size_the_attention_operator_cannot_take_is_one_clear_line(tmp_path):
+    """GroupQueryAttention needs head sizes that are multiples of 16: say so before writing anything."""
+    from tests import tiny
+
+    config_cls, kwargs, make_tokenizer = tiny.DECODERS["llama"]
+    folder = tmp_path / "ckpt"
+    tiny.DECODERS["llama-head8"] = (config_cls, {**kwargs, "hidden_size": 32}, make_tokenizer)  # 4 heads of 8
+    try:
+        tiny.save_decoder("llama-head8", folder)
+    finally:
+        del tiny.DECODERS["llama-head8"]
+    assert_one_line_error(run_cli("export", folder, tmp_path / "out"), "head size 8 is not a multiple of 16")
+    assert_nothing_written(tmp_path / "out")

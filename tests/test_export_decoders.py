@@ -14,7 +14,7 @@ import transformers
 from edgelm.runtime.decoder import DecoderGraph, greedy_continuation
 from edgelm.runtime.manifest import read_manifest
 
-DECODERS = ["gpt2", "distilgpt2", "llama", "mistral", "qwen2"]
+DECODERS = ["gpt2", "distilgpt2", "llama", "mistral", "mistral-window", "qwen2"]
 
 
 @pytest.mark.parametrize("name", DECODERS)
@@ -59,6 +59,13 @@ def test_graph_is_fused_one_attention_operator_per_layer(bundles, name):
     assert not ops["Concat"] and not ops["Softmax"]  # no cache concatenation, no unfused attention
 
 
+def test_a_sliding_window_is_the_attention_operators_local_window(bundles):
+    out, manifest = bundles("mistral-window")  # sliding_window=5: the verification prompts are longer
+    windows = {a.i for n in onnx.load(str(out / manifest.graph_file)).graph.node if n.op_type == "GroupQueryAttention"
+               for a in n.attribute if a.name == "local_window_size"}
+    assert windows == {5} and manifest.verification["greedy_equal"]
+
+
 @pytest.mark.parametrize("name", ["gpt2", "llama"])
 def test_full_forward_equals_prefill_plus_stepwise_decode(bundles, name):
     """The cache contract, numerically: logits of one pass over N tokens equal those of a prefill
@@ -75,7 +82,7 @@ def test_full_forward_equals_prefill_plus_stepwise_decode(bundles, name):
     assert cache.lengths.tolist() == [10]
     assert all(cache.buffers[k] is v for k, v in buffers.items())  # written in place, never reallocated
 
-@pytest.mark.parametrize("name", ["gpt2", "llama", "qwen2"])
+@pytest.mark.parametrize("name", ["gpt2", "llama", "qwen2", "mistral-window"])
 def test_greedy_tokens_equal_transformers_generate_independently_of_export_check(bundles, checkpoints, name):
     out, manifest = bundles(name)
     model = transformers.AutoModelForCausalLM.from_pretrained(checkpoints(name)).eval()
@@ -84,7 +91,8 @@ def test_greedy_tokens_equal_transformers_generate_independently_of_export_check
     with torch.no_grad():
         ref = model.generate(torch.tensor([prompt]), generation_config=greedy)[0, len(prompt):].tolist()
     graph = DecoderGraph(ort.InferenceSession(str(out / manifest.graph_file)), manifest)
-    assert greedy_continuation(graph, prompt, 20) == ref
+    # transformers fills an unset eos from the model's generation config and stops there: so do we
+    assert greedy_continuation(graph, prompt, 20, stop_ids=manifest.special_tokens.eos) == ref
 
 
 def test_tied_embedding_is_stored_once(bundles, checkpoints):

@@ -49,6 +49,17 @@ def test_newer_format_version_is_refused(bundles, tmp_path):
         read_manifest(folder)
 
 
+def test_a_version_1_decoder_bundle_gets_a_re_export_line_and_a_version_1_encoder_still_reads(bundles, tmp_path):
+    _, decoder = bundles("llama")
+    _, encoder = bundles("bert/feature-extraction")
+    for name, manifest in (("decoder", decoder), ("encoder", encoder)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / MANIFEST_NAME).write_text(json.dumps({**manifest.to_dict(), "format_version": 1}))
+    with pytest.raises(BundleError, match="format_version 1 .* re-export it with `edgelm export`"):
+        read_manifest(tmp_path / "decoder")
+    assert read_manifest(tmp_path / "encoder").task == "feature-extraction"
+
+
 def test_not_a_bundle(tmp_path):
     with pytest.raises(BundleError, match="not an edgelm bundle"):
         read_manifest(tmp_path)

@@ -91,6 +91,9 @@ DECODERS = {
                                   intermediate_size=96, max_position_embeddings=128, tie_word_embeddings=True), llama_tokenizer),
     "mistral": ("MistralConfig", dict(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1, hidden_size=64,
                                       intermediate_size=96, max_position_embeddings=128, sliding_window=None), llama_tokenizer),
+    "mistral-window": ("MistralConfig", dict(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1,
+                                             hidden_size=64, intermediate_size=96, max_position_embeddings=128,
+                                             sliding_window=5), llama_tokenizer),
     "qwen2": ("Qwen2Config", dict(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, hidden_size=64,
                                   intermediate_size=96, max_position_embeddings=128), llama_tokenizer),
 }
