@@ -84,7 +84,7 @@ class Generator:
         """
         rows = _as_rows(tokens)
         vocab = self.graph.vocab_size
-        if vocab is not None and any(t >= vocab for row in rows for t in row):
+        if any(t >= vocab for row in rows for t in row):
             raise GenerationError(f"append_tokens got a token id >= the vocabulary size {vocab}; encode with the bundle's tokenizer")
         if self._cache is not None and len(rows) != self.batch:
             raise GenerationError(f"append_tokens got {len(rows)} rows for a batch of {self.batch}; pass one list per row")
@@ -115,6 +115,7 @@ class Generator:
         """Run the tokens chosen last step; finished rows are fed pad and keep their length."""
         self._logits = self.graph.step(self._cache, self._pending, live=~self._filler)  # (batch, vocab)
         self._pending = None
+
     # -- choosing --------------------------------------------------------------------------
     def generate_next_token(self) -> None:
         """Choose one token for every unfinished row, and mark the rows this finishes."""
