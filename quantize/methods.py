@@ -2,7 +2,7 @@
 
 | method        | what                                                        | default for |
 |---------------|-------------------------------------------------------------|-------------|
-| int8-per-token | INT8 weights (per channel), each token's activations quantized at run time with its own scale (quantize_dynamic + quantize/per_token.py) | encoders |
+| int8-per-token | INT8 weights (per channel), activations quantized at run time with a scale per token (quantize_dynamic + quantize/per_token.py) | encoders |
 | int8-dynamic  | INT8 weights (per channel), activations quantized at run time, one scale per call (quantize_dynamic) |  |
 | int8-static   | QDQ INT8 weights and activations, calibrated on text (quantize_static) |  |
 | int8          | weight-only INT8, block-wise (MatMulNBits), float activations | decoders |
@@ -12,7 +12,7 @@ Defaults come from measurements on this project's real models (docs/benchmarks.m
 SmolLM2, int8-dynamic raised perplexity by 71% while weight-only int8 kept it within 0.3% and
 decoded 1.8x faster; for all-MiniLM-L6-v2, int8-static (QDQ) reached only 0.94 mean cosine,
 int8-dynamic 0.993 (0.9931 on the gate's sentences, 0.9929 on held-out ones) and int8-per-token
-0.997 (0.9970 / 0.9967) at 0.75-0.8x int8-dynamic's speed, still over 2x the float bundle's.
+0.997 (0.9973 / 0.9970) at about 0.8x int8-dynamic's speed, still about 2x the float bundle's.
 
 Every method first runs onnxruntime's quantization pre-processing (constant folding, so the
 LM head's Transpose(embedding) becomes a weight the quantizers can see).
@@ -58,9 +58,10 @@ class Calibration(str, Enum):
 def default_method(is_decoder: bool) -> Method:
     """Measured on this project's real models (docs/benchmarks.md). Encoders: per-token scales keep
     all-MiniLM-L6-v2 at cosine 0.997 against the float bundle where one scale per call (int8-dynamic)
-    gives 0.993; the first ([CLS]) token's activations reach 5-10x the other tokens' and set that scale.
-    Weight-only int8 (MatMulNBits) was as accurate (0.9996) but 5x slower than int8-dynamic per MatMul
-    on encoder batches (onnxruntime 1.32, 640 tokens at a time), slower than float."""
+    gives 0.993: the [CLS] token's activations reach 5-10x the other tokens' and set that one scale.
+    Keeping the 6 most sensitive MatMuls in float also reaches 0.997 but runs slower and is larger;
+    weight-only int8 (MatMulNBits) reaches 0.9994 but runs slower than the float bundle (its kernel
+    is 5x slower than int8-dynamic's on 640-token batches, onnxruntime 1.32)."""
     return Method.INT8 if is_decoder else Method.INT8_PER_TOKEN
 
 
