@@ -69,8 +69,8 @@ def inspect_cmd(bundle: Path, fast: bool, as_json: bool, provider: str):
 @cli.command("quantize")
 @click.argument("src", type=click.Path(path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))
-@click.option("--method", type=click.Choice(["int8-dynamic", "int8-static", "int8", "int4"]), default=None,
-              help="Default: int8 (weight-only) for decoders, int8-dynamic for encoders.")
+@click.option("--method", type=click.Choice(["int8-per-token", "int8-dynamic", "int8-static", "int8", "int4"]), default=None,
+              help="Default: int8 (weight-only) for decoders, int8-per-token for encoders.")
 @click.option("--calibration", "calibration_file", type=click.Path(path_type=Path), default=None,
               help="int8-static: calibration texts, one per line [default: edgelm's built-in sentences].")
 @click.option("--calibrate-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax", show_default=True)
@@ -82,7 +82,7 @@ def inspect_cmd(bundle: Path, fast: bool, as_json: bool, provider: str):
 @click.option("--block-size", type=int, default=32, show_default=True, help="int8/int4 weight-only block size.")
 @click.option("--algorithm", type=click.Choice(["rtn", "hqq"]), default="rtn", show_default=True,
               help="int4 rounding: rtn (symmetric round-to-nearest) or hqq (float zero points; needs torch).")
-@click.option("--per-tensor", is_flag=True, help="int8-dynamic/static: one scale per weight tensor instead of per channel.")
+@click.option("--per-tensor", is_flag=True, help="int8-per-token/dynamic/static: one scale per weight tensor instead of per channel.")
 @click.option("--no-gate", is_flag=True, help="Write the bundle even if it fails the gate (the numbers are still recorded).")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 @one_line_errors

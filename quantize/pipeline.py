@@ -20,8 +20,8 @@ import edgelm
 from edgelm.errors import QuantizeError
 from edgelm.progress import Steps
 from edgelm.quantize import gate, speed
-from edgelm.quantize.methods import (WEIGHT_ONLY, Method, QuantizeOptions, check_quantized, int8_dynamic, int8_static,
-                                     pad_batches, preprocess, quiet_onnxruntime_logs, weight_only)
+from edgelm.quantize.methods import (WEIGHT_ONLY, Method, QuantizeOptions, check_quantized, int8_dynamic, int8_per_token,
+                                     int8_static, pad_batches, preprocess, quiet_onnxruntime_logs, weight_only)
 from edgelm.quantize.policy import nodes_to_keep
 from edgelm.quantize.text_inputs import prose_ids, sentences
 from edgelm.runtime.manifest import Manifest, check_files, read_manifest
@@ -76,10 +76,11 @@ def _validate(src: Path, out: Path, options: QuantizeOptions, force: bool) -> Ma
     problems = check_out_folder(out, force, QuantizeError)
     if base.precision.get("method"):
         problems.append(f"{src} is already quantized ({base.precision['method']}); quantize the float bundle")
-    if options.method is Method.INT8_STATIC and base.is_decoder:
-        problems.append(f"--method int8-static calibrates encoders; use int8 or int4 for {base.task}")
+    if options.method in (Method.INT8_STATIC, Method.INT8_PER_TOKEN) and base.is_decoder:
+        problems.append(f"--method {options.method.value} is for encoders; use int8 or int4 for {base.task}")
     if options.method in WEIGHT_ONLY and not base.is_decoder:
-        problems.append(f"--method {options.method.value} (weight-only) is for decoders; use int8-dynamic or int8-static for {base.task}")
+        problems.append(f"--method {options.method.value} (weight-only) is for decoders; use int8-per-token, int8-dynamic "
+                        f"or int8-static for {base.task}")
     if out.resolve() == src.resolve():
         problems.append("OUT is the bundle being quantized; choose another folder")
     if problems:
@@ -111,6 +112,8 @@ def _run_method(pre: Path, dst: Path, options: QuantizeOptions, keep: list[str],
         return weight_only(pre, dst, options, keep)
     if options.method is Method.INT8_DYNAMIC:
         return int8_dynamic(pre, dst, options, keep)
+    if options.method is Method.INT8_PER_TOKEN:
+        return int8_per_token(pre, dst, options, keep)
     batches = float_model.feeds(sentences(options.calibration_file, "calibration"), batch_size=8)
     return int8_static(pre, dst, options, keep, pad_batches(batches))
 

@@ -28,16 +28,18 @@ from edgelm.runtime.manifest import Manifest, check_files, read_manifest
 from tests.test_bad_input import assert_nothing_written, assert_one_line_error, run_cli
 
 DECODERS = [(name, method) for name in ("gpt2", "llama") for method in (Method.INT8, Method.INT4, Method.INT8_DYNAMIC)]
-EMBEDDERS = [(f"{family}/feature-extraction", method) for family in ("bert", "distilbert", "roberta")
-             for method in (Method.INT8_DYNAMIC, Method.INT8_STATIC)]
-CLASSIFIERS = [("roberta/text-classification", Method.INT8_DYNAMIC), ("distilbert/token-classification", Method.INT8_DYNAMIC),
-               ("bert/fill-mask", Method.INT8_DYNAMIC)]
+ENCODER_FAMILIES = ("bert", "distilbert", "roberta")
+EMBEDDERS = [(f"{family}/feature-extraction", method) for family in ENCODER_FAMILIES
+             for method in (Method.INT8_PER_TOKEN, Method.INT8_DYNAMIC, Method.INT8_STATIC)]
+CLASSIFIERS = [(name, method) for name in ("roberta/text-classification", "distilbert/token-classification", "bert/fill-mask")
+               for method in (Method.INT8_PER_TOKEN, Method.INT8_DYNAMIC)]
 ALL = DECODERS + EMBEDDERS + CLASSIFIERS
 WEIGHT_ONLY = (Method.INT8, Method.INT4)
 # What each method must leave in the graph (onnxruntime.quantization's op types).
 METHOD_OPS = {
     Method.INT8: ("MatMulNBits",),
     Method.INT4: ("MatMulNBits",),
+    Method.INT8_PER_TOKEN: ("MatMulIntegerToFloat", "QuantizeLinear"),
     Method.INT8_DYNAMIC: ("MatMulInteger", "DynamicQuantizeLinear"),
     Method.INT8_STATIC: ("QuantizeLinear", "DequantizeLinear"),
 }
@@ -226,6 +228,112 @@ def test_quantized_fill_mask_loads_with_no_option_and_fills(quantized):
     q = quantized("bert/fill-mask", Method.INT8_DYNAMIC)
     candidates = load(q.out).fill_mask("Paris is the [MASK] of France.", top_k=3)
     assert len(candidates) == 3 and all(0 <= c["score"] <= 1 for c in candidates)
+
+
+# -- per-token activation scales (int8-per-token, the encoder default) -----------------------------
+def initializer(model, name: str) -> np.ndarray:
+    return numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == name))
+
+
+def linear_graph(path: Path, weight: np.ndarray, bias: np.ndarray) -> Path:
+    """y = x @ weight + bias on x of (batch, seq, K): the shape of every encoder projection."""
+    from onnx import TensorProto, helper
+
+    k, n = weight.shape
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["xw"], name="/proj/MatMul"),
+         helper.make_node("Add", ["xw", "b"], ["y"], name="/proj/Add")],
+        "linear", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", n])],
+        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    return path
+
+
+def test_per_token_quantizes_each_token_on_its_own_scale(tmp_path):
+    """One outlier token (as [CLS] is in BERT-family encoders) no longer coarsens every other token."""
+    import onnxruntime as ort
+
+    from edgelm.quantize.methods import int8_dynamic, int8_per_token
+
+    rng = np.random.default_rng(0)
+    weight, bias = rng.standard_normal((64, 32)).astype(np.float32) / 8, rng.standard_normal(32).astype(np.float32)
+    x = rng.standard_normal((2, 5, 64)).astype(np.float32)  # (batch, seq, K)
+    x[:, 0] *= 30  # the first token of each text
+    src = linear_graph(tmp_path / "float.onnx", weight, bias)
+    done = int8_per_token(src, tmp_path / "per_token.onnx", QuantizeOptions(Method.INT8_PER_TOKEN), [])
+    int8_dynamic(src, tmp_path / "per_call.onnx", QuantizeOptions(Method.INT8_DYNAMIC), [])
+    assert done.details["per_token_matmuls"] == 1
+    y = {name: ort.InferenceSession(str(tmp_path / f"{name}.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+         for name in ("per_token", "per_call")}
+    # reference: each token's row of x on a symmetric int8 grid of its own, the weights as onnxruntime stored them
+    model = onnx.load(str(tmp_path / "per_token.onnx"))
+    to_float = next(n for n in model.graph.node if n.op_type == "MatMulIntegerToFloat")
+    w_q, w_scale = initializer(model, to_float.input[1]).astype(np.float32), initializer(model, to_float.input[3])
+    row_scale = np.abs(x).max(-1, keepdims=True) / 127  # (batch, seq, 1)
+    x_q = np.clip(np.round(x / row_scale), -127, 127)
+    np.testing.assert_allclose(y["per_token"], (x_q @ w_q) * w_scale * row_scale + bias, rtol=1e-5, atol=1e-4)
+    exact = x @ weight + bias
+    others = (slice(None), slice(1, None))  # every token but the outlier
+    error = {name: np.abs(out - exact)[others].mean() for name, out in y.items()}
+    assert error["per_token"] < error["per_call"] / 8, error  # measured 1/16
+
+
+@pytest.mark.parametrize("family", ENCODER_FAMILIES)
+def test_per_token_scales_every_activation_read_by_one_matmul_and_q_k_v_share_a_per_call_one(quantized, family):
+    name = f"{family}/feature-extraction"
+    per_token, per_call = quantized(name, Method.INT8_PER_TOKEN), quantized(name, Method.INT8_DYNAMIC)
+    counts, dynamic = op_counts(per_token.out / "model.onnx"), op_counts(per_call.out / "model.onnx")
+    layers = 2
+    # per layer: attention output, FFN in and FFN out read one activation each; Q, K and V read one together
+    assert (counts["MatMulIntegerToFloat"], counts["QuantizeLinear"]) == (3 * layers, 3 * layers)
+    assert (counts["MatMulInteger"], counts["DynamicQuantizeLinear"]) == (3 * layers, layers)
+    assert per_token.manifest.precision["options"]["per_token_matmuls"] == 3 * layers
+    # the same MatMuls and activations int8-dynamic quantizes, none lost or added
+    assert counts["MatMulIntegerToFloat"] + counts["MatMulInteger"] == dynamic["MatMulInteger"]
+    assert counts["QuantizeLinear"] + counts["DynamicQuantizeLinear"] == dynamic["DynamicQuantizeLinear"]
+    model = onnx.load(str(per_token.out / "model.onnx"))
+    consumers = {i: n for n in model.graph.node for i in n.input}
+    for node in model.graph.node:
+        if node.op_type == "QuantizeLinear":
+            assert [a.i for a in node.attribute if a.name == "axis"] == [0]  # one scale per row (token)
+        if node.op_type == "MatMulIntegerToFloat":
+            assert initializer(model, node.input[2]) == 1  # no per-call activation scale...
+            assert initializer(model, node.input[4]) == 128  # ...one zero point for the symmetric rows...
+            assert consumers[node.output[0]].op_type == "Mul"  # ...and the row scales applied after
+
+
+@pytest.mark.parametrize("family", ENCODER_FAMILIES)
+def test_default_encoder_method_passes_the_gate_close_to_float(bundles, tmp_path, family):
+    from edgelm.quantize import default_method
+
+    src, _ = bundles(f"{family}/feature-extraction")
+    manifest = quantize(src, tmp_path / "out", QuantizeOptions(default_method(False)), progress=False)  # gate enforced
+    acc = manifest.accuracy
+    assert manifest.precision["method"] == "int8-per-token" and manifest.precision["activations"] == "int8 (dynamic, per token)"
+    assert acc["gate"] == "enforced" and acc["passed"] and acc["failures"] == []
+    # measured >= 0.99997 / 0.99995: a tiny random model has no outlier tokens, so per-token scales change little
+    # there (test_per_token_quantizes_each_token_on_its_own_scale shows what they are for)
+    assert acc["mean_cosine"] >= 0.999 and acc["min_cosine"] >= 0.995
+
+
+def test_per_token_keeps_kept_nodes_float_and_scales_the_rest(quantized):
+    q = quantized("bert/feature-extraction", Method.INT8_PER_TOKEN, keep_float=("*/intermediate/*",))
+    kept = q.manifest.precision["options"]["kept_float"]
+    assert kept and all("/intermediate/" in n for n in kept)
+    left = float_linear_layers(q.out / q.manifest.graph_file)
+    assert len(left) == 2 and set(left) <= set(kept)  # one FFN input projection per layer
+    assert op_counts(q.out / q.manifest.graph_file)["MatMulIntegerToFloat"] == 2 * 3 - 2
+    assert q.manifest.accuracy["mean_cosine"] >= 0.999
+
+
+def test_per_token_with_per_tensor_weights_is_recorded(quantized):
+    q = quantized("distilbert/feature-extraction", Method.INT8_PER_TOKEN, per_channel=False)
+    assert q.manifest.precision["options"]["per_channel"] is False
+    model = onnx.load(str(q.out / q.manifest.graph_file))
+    scales = [initializer(model, n.input[3]) for n in model.graph.node if n.op_type == "MatMulIntegerToFloat"]
+    assert scales and all(s.size == 1 for s in scales)  # one weight scale per tensor
+    assert q.manifest.accuracy["mean_cosine"] >= 0.99
 
 
 # -- the tied INT8 embedding -----------------------------------------------------------------------
@@ -435,6 +543,7 @@ BAD_INPUT = {
     "eval-file-binary": ("llama", ["--eval-file", "{dir}/binary.txt"], ["evaluation file", "binary"]),
     "weight-only-on-encoder": ("bert/feature-extraction", ["--method", "int8"], ["weight-only", "decoders"]),
     "static-on-decoder": ("llama", ["--method", "int8-static"], ["int8-static"]),
+    "per-token-on-decoder": ("llama", ["--method", "int8-per-token"], ["int8-per-token", "is for encoders"]),
     "keep-float-nomatch": ("llama", ["--keep-float", "nomatch"], ["--keep-float nomatch", "matches no node"]),
     "bad-block-size": ("llama", ["--block-size", "24"], ["--block-size", "power of two"]),
 }
@@ -563,12 +672,12 @@ def test_cli_no_gate_is_accepted_and_recorded(bundles, tmp_path):
     assert manifest.precision["method"] == "int4" and manifest.accuracy["gate"] == "recorded only (--no-gate)"
 
 
-def test_cli_default_method_for_an_encoder_is_int8_dynamic(bundles, tmp_path):
+def test_cli_default_method_for_an_encoder_is_int8_per_token(bundles, tmp_path):
     src, _ = bundles("distilbert/feature-extraction")
     out = tmp_path / "out"
     result = run_cli("quantize", src, out)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert read_manifest(out).precision["method"] == "int8-dynamic"
+    assert read_manifest(out).precision["method"] == "int8-per-token"
 
 
 # -- CUDA ---------------------------------------------------------------------------------------

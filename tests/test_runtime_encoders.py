@@ -232,3 +232,16 @@ def test_bad_top_k_and_batch_size_raise(bundles):
         classifier.logits("hello", batch_size=0)
     with pytest.raises(GenerationError, match="top_k must be a whole number >= 1, got 0"):
         open_encoder(bundles, "bert/fill-mask").fill_mask("the [MASK] dog", top_k=0)
+
+
+def test_cpu_sessions_leave_out_the_fusions_that_are_slower_on_the_cpu(bundles, monkeypatch):
+    """onnxruntime's SkipLayerNormalization kernel is ~4x slower on the CPU than the Add and
+    LayerNormalization it would replace (runtime/session.py), so the runtime does not fuse them."""
+    import edgelm.runtime.session as session
+
+    options = []
+    real = session.ort.InferenceSession
+    monkeypatch.setattr(session.ort, "InferenceSession", lambda *args, **kwargs: options.append(kwargs) or real(*args, **kwargs))
+    encoder = open_encoder(bundles, "bert/feature-extraction")
+    assert options and "SkipLayerNormFusion" in options[-1]["disabled_optimizers"]
+    assert encoder.embed(["The quick brown fox."]).shape == (1, encoder.manifest.pooling.dimension)
