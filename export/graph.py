@@ -24,7 +24,7 @@ from edgelm.runtime.manifest import TensorSpec
 
 GRAPH_FILE = "model.onnx"
 _ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
-               "tensor(int32)": "int32", "tensor(bool)": "bool"}
+               "tensor(int32)": "int32", "tensor(int8)": "int8", "tensor(bool)": "bool"}
 
 
 EXTERNAL_DATA = "model.onnx_data"

@@ -7,7 +7,7 @@ Built on onnxruntime.quantization (needs the `quantize` extra: onnx, onnx-ir). T
 both bundles through edgelm.runtime, so what is measured is what ships.
 """
 
-from edgelm.quantize.methods import Algorithm, Calibration, Method, QuantizeOptions, default_method
+from edgelm.quantize.methods import Algorithm, Calibration, KVCache, Method, QuantizeOptions, default_method
 from edgelm.quantize.pipeline import quantize
 
-__all__ = ["Algorithm", "Calibration", "Method", "QuantizeOptions", "default_method", "quantize"]
+__all__ = ["Algorithm", "Calibration", "KVCache", "Method", "QuantizeOptions", "default_method", "quantize"]

@@ -49,6 +49,14 @@ class Algorithm(str, Enum):
     HQQ = "hqq"
 
 
+class KVCache(str, Enum):
+    """How a decoder keeps its KV cache: as the float bundle does, or int8 with calibrated per-channel
+    scales (quantize/kv_cache.py: faster decode at long context, slower prompts)."""
+
+    FP32 = "fp32"
+    INT8 = "int8"
+
+
 class Calibration(str, Enum):
     MINMAX = "minmax"
     ENTROPY = "entropy"
@@ -79,6 +87,7 @@ class QuantizeOptions:
     block_size: int = 32  # weight-only block size along K
     per_channel: bool = True  # int8-per-token / int8-dynamic / int8-static weights
     algorithm: Algorithm = Algorithm.RTN  # int4 rounding
+    kv_cache: KVCache = KVCache.FP32  # decoders
     calibration: Calibration = Calibration.MINMAX  # int8-static
     calibration_file: Path | None = None  # int8-static texts, one per line
     eval_file: Path | None = None  # gate texts (prose for decoders, lines for encoders)
@@ -87,7 +96,8 @@ class QuantizeOptions:
     gate: bool = True
 
     def __post_init__(self):
-        for name, kind in (("method", Method), ("algorithm", Algorithm), ("calibration", Calibration)):  # accept typed names
+        for name, kind in (("method", Method), ("algorithm", Algorithm), ("kv_cache", KVCache),
+                           ("calibration", Calibration)):  # accept the names users type
             try:
                 object.__setattr__(self, name, kind(getattr(self, name)))
             except ValueError:
@@ -101,8 +111,8 @@ class QuantizeOptions:
             problems.append(f"--min-cosine must be in (0, 1], got {self.min_mean_cosine}")
         if self.algorithm is not Algorithm.RTN and self.method is not Method.INT4:
             problems.append(f"--algorithm {self.algorithm.value} is for --method int4, not {self.method.value}")
-        if self.calibration_file is not None and self.method is not Method.INT8_STATIC:
-            problems.append(f"--calibration is used by --method int8-static only, not {self.method.value}")
+        if self.calibration_file is not None and self.method is not Method.INT8_STATIC and self.kv_cache is KVCache.FP32:
+            problems.append(f"--calibration is used by --method int8-static and --kv-cache int8 only, not {self.method.value}")
         if problems:
             raise QuantizeError(*problems)
 

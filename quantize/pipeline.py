@@ -20,12 +20,14 @@ import edgelm
 from edgelm.errors import QuantizeError
 from edgelm.progress import Steps
 from edgelm.quantize import gate, speed
-from edgelm.quantize.methods import (WEIGHT_ONLY, Method, QuantizeOptions, check_quantized, int8_dynamic, int8_per_token,
+from edgelm.quantize.methods import (WEIGHT_ONLY, KVCache, Method, QuantizeOptions, check_quantized, int8_dynamic, int8_per_token,
                                      int8_static, pad_batches, preprocess, quiet_onnxruntime_logs, weight_only)
 from edgelm.quantize.policy import nodes_to_keep
 from edgelm.quantize.text_inputs import prose_ids, sentences
 from edgelm.runtime.manifest import Manifest, check_files, read_manifest
 from edgelm.staging import check_out_folder, staged_folder
+
+MAX_CALIBRATION_TOKENS = 2048  # KV-cache calibration text, cut to this
 
 
 def quantize(src: str | Path, out: str | Path, options: QuantizeOptions, *, force: bool = False,
@@ -44,12 +46,14 @@ def quantize(src: str | Path, out: str | Path, options: QuantizeOptions, *, forc
         with steps.step("quantize weights"), quiet_onnxruntime_logs():
             done = _run_method(pre, stage / base.graph_file, options, keep, float_model)
             quantized_nodes = check_quantized(stage / base.graph_file)
+            if options.kv_cache is KVCache.INT8:
+                done.details["kv_cache"] = _int8_kv_cache(stage / base.graph_file, float_model, options)
         shutil.rmtree(work, ignore_errors=True)
         _copy_tokenizer(src, stage, base)
         precision = {"weights": done.weights, "activations": done.activations, "method": options.method.value,
                      "options": {**done.details, "kept_float": keep, "quantized_nodes": quantized_nodes},
                      "base": {"path": str(src.absolute()), "graph_sha256": base.files[base.graph_file]["sha256"]}}
-        manifest = _describe(base, stage, precision)
+        manifest = _describe(base, stage, precision, options.kv_cache)
         manifest.with_files(stage).write(stage)  # provisional: lets the runtime load the stage for the gate
         quant_model = _front_end(stage)
         with steps.step("accuracy gate"):
@@ -76,6 +80,8 @@ def _validate(src: Path, out: Path, options: QuantizeOptions, force: bool) -> Ma
     problems = check_out_folder(out, force, QuantizeError)
     if base.precision.get("method"):
         problems.append(f"{src} is already quantized ({base.precision['method']}); quantize the float bundle")
+    if options.kv_cache is KVCache.INT8 and not base.is_decoder:
+        problems.append(f"--kv-cache int8 is for decoders; {base.task} bundles have no KV cache")
     if options.method in (Method.INT8_STATIC, Method.INT8_PER_TOKEN) and base.is_decoder:
         problems.append(f"--method {options.method.value} is for encoders; use int8 or int4 for {base.task}")
     if options.method in WEIGHT_ONLY and not base.is_decoder:
@@ -129,13 +135,28 @@ def _copy_tokenizer(src: Path, stage: Path, base: Manifest) -> None:
         shutil.copy2(src / name, stage / name)
 
 
-def _describe(base: Manifest, stage: Path, precision: dict) -> Manifest:
-    """The float manifest with the new graph's I/O and opset, and the quantization record."""
+def _int8_kv_cache(graph_file: Path, float_model: Any, options: QuantizeOptions) -> str:
+    """Rewrite GRAPH_FILE's attention to keep its cache in int8, with scales calibrated on the float bundle."""
+    import onnx
+
+    from edgelm.quantize.kv_cache import calibrate_scales, int8_kv_cache
+
+    text = " ".join(sentences(options.calibration_file, "calibration"))
+    scales = calibrate_scales(float_model, float_model.tokenizer.encode(text).ids[:MAX_CALIBRATION_TOKENS])
+    model = onnx.load(str(graph_file))
+    int8_kv_cache(model, float_model.manifest.kv_cache, scales)
+    onnx.save(model, str(graph_file))
+    return "int8 (per channel, calibrated)"
+
+
+def _describe(base: Manifest, stage: Path, precision: dict, kv_cache: KVCache = KVCache.FP32) -> Manifest:
+    """The float manifest with the new graph's I/O, opset and cache type, and the quantization record."""
     import onnxruntime as ort
 
     from edgelm.export.graph import graph_io, graph_opset
 
     session = ort.InferenceSession(str(stage / base.graph_file), providers=["CPUExecutionProvider"])
     inputs, outputs = graph_io(session)
-    return replace(base, inputs=inputs, outputs=outputs, opset=graph_opset(stage / base.graph_file), external_data=(),
+    layout = base.kv_cache if kv_cache is KVCache.FP32 or base.kv_cache is None else replace(base.kv_cache, dtype="int8")
+    return replace(base, inputs=inputs, outputs=outputs, opset=graph_opset(stage / base.graph_file), external_data=(), kv_cache=layout,
                    precision=precision, accuracy={}, files={}, edgelm_version=edgelm.__version__)

@@ -19,7 +19,7 @@ import numpy as np
 from edgelm.runtime.kv_layout import KVLayout
 from edgelm.runtime.session import DEVICES, Device
 
-_DTYPES = {"float32": np.float32, "float16": np.float16}
+_DTYPES = {"float32": np.float32, "float16": np.float16, "int8": np.int8}
 CHUNK = 256  # capacity grows by whole chunks
 
 
