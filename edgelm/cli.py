@@ -72,16 +72,18 @@ def inspect_cmd(bundle: Path, fast: bool, as_json: bool, provider: str):
 @click.option("--method", type=click.Choice(["int8-per-token", "int8-dynamic", "int8-static", "int8", "int4"]), default=None,
               help="Default: int8 (weight-only) for decoders, int8-per-token for encoders.")
 @click.option("--calibration", "calibration_file", type=click.Path(path_type=Path), default=None,
-              help="int8-static and --kv-cache int8: calibration texts, one per line [default: edgelm's built-in sentences].")
+              help="int8-static, SmoothQuant (int8, int4) and --kv-cache int8: calibration texts, one per line [default: edgelm's built-in sentences].")
 @click.option("--calibrate-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax", show_default=True)
 @click.option("--eval-file", type=click.Path(path_type=Path), default=None,
               help="Gate texts: running prose for decoders, one text per line for encoders [default: built-in].")
 @click.option("--max-ppl-increase", type=float, default=None, help="Decoder gate: allowed relative perplexity rise [default: 0.03 int8, 0.30 int4].")
 @click.option("--min-cosine", type=float, default=None, help="Embedding gate: minimum mean cosine [default: 0.99 int8, 0.97 int4].")
 @click.option("--keep-float", multiple=True, help="Keep nodes in float: a preset (lm_head, embeddings, attention, mlp) or an fnmatch pattern on node names; repeatable.")
-@click.option("--block-size", type=int, default=32, show_default=True, help="int8/int4 weight-only block size.")
+@click.option("--block-size", type=int, default=None, help="int8/int4 weight-only block size [default: 32 int8, 64 int4].")
 @click.option("--algorithm", type=click.Choice(["rtn", "hqq"]), default="rtn", show_default=True,
               help="int4 rounding: rtn (symmetric round-to-nearest) or hqq (float zero points; needs torch).")
+@click.option("--smooth", "smoothing", type=float, default=None,
+              help="int8/int4: SmoothQuant alpha, moving activation outliers into the weights (0 turns it off)  [default: 0.5].")
 @click.option("--kv-cache", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True,
               help="Decoders: keep the KV cache in int8 (calibrated per channel): faster decode at long context, slower prompts.")
 @click.option("--per-tensor", is_flag=True, help="int8-per-token/dynamic/static: one scale per weight tensor instead of per channel.")
@@ -90,14 +92,16 @@ def inspect_cmd(bundle: Path, fast: bool, as_json: bool, provider: str):
 @one_line_errors
 def quantize_cmd(src: Path, out: Path, method: str | None, calibration_file: Path | None, calibrate_method: str,
                  eval_file: Path | None, max_ppl_increase: float | None, min_cosine: float | None,
-                 keep_float: tuple[str, ...], block_size: int, algorithm: str, kv_cache: str, per_tensor: bool, no_gate: bool, force: bool):
+                 keep_float: tuple[str, ...], block_size: int | None, algorithm: str, smoothing: float | None, kv_cache: str, per_tensor: bool,
+                 no_gate: bool, force: bool):
     """Quantize a float bundle to INT8/INT4, gate it against the float bundle, print what it did."""
     from edgelm.quantize import Calibration, Method, QuantizeOptions, default_method, quantize
     from edgelm.report import print_quantize_summary
     from edgelm.runtime.manifest import read_manifest
 
     chosen = Method(method) if method else default_method(read_manifest(src).is_decoder)
-    options = QuantizeOptions(method=chosen, keep_float=keep_float, block_size=block_size, algorithm=algorithm, kv_cache=kv_cache,
+    options = QuantizeOptions(method=chosen, keep_float=keep_float, block_size=block_size, algorithm=algorithm,
+                              smoothing=smoothing, kv_cache=kv_cache,
                               per_channel=not per_tensor,
                               calibration=Calibration(calibrate_method), calibration_file=calibration_file,
                               eval_file=eval_file, max_ppl_increase=max_ppl_increase, min_mean_cosine=min_cosine,

@@ -117,8 +117,9 @@ def _io_table(manifest: Manifest) -> Table:
 def accuracy_cells(accuracy: dict) -> str:
     """The gate's headline numbers, for tables."""
     if "perplexity_increase" in accuracy:
+        kl = f", KL {accuracy['kl_divergence']:.4f}" if "kl_divergence" in accuracy else ""  # bundles before KL was recorded
         return (f"ppl {accuracy['perplexity_float']:.2f} -> {accuracy['perplexity_quantized']:.2f} "
-                f"({accuracy['perplexity_increase']:+.2%}), top-1 agreement {accuracy['top1_agreement']:.1%}")
+                f"({accuracy['perplexity_increase']:+.2%}), top-1 agreement {accuracy['top1_agreement']:.1%}{kl}")
     if "mean_cosine" in accuracy:
         return f"cosine mean {accuracy['mean_cosine']:.4f}, min {accuracy['min_cosine']:.4f}"
     return f"label agreement {accuracy['label_agreement']:.1%} of {accuracy['compared']}"

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,8 +43,8 @@ class Method(str, Enum):
 
 
 class Algorithm(str, Enum):
-    """How int4 weights are rounded: round-to-nearest on a symmetric grid, or HQQ (float zero points fit by
-    half-quadratic optimisation), both from onnxruntime.quantization."""
+    """How int4 weights are rounded: round-to-nearest with an integer zero point per block, or HQQ (float zero
+    points fit by half-quadratic optimisation), both from onnxruntime.quantization. int8 is always symmetric RTN."""
 
     RTN = "rtn"
     HQQ = "hqq"
@@ -74,6 +75,14 @@ def default_method(is_decoder: bool) -> Method:
 
 
 WEIGHT_ONLY = {Method.INT8: 8, Method.INT4: 4}  # bits
+# Block size along K, measured on SmolLM2 with SmoothQuant (docs/benchmarks.md): int8 at 32 and 64 decode alike and
+# 32 is twice as accurate (KL 0.0021 vs 0.0035); int4 at 64 with zero points decodes ~15% faster than at 32
+# (onnxruntime's 4-bit kernel pays per block) at KL 0.16 (32: 0.12; 64 symmetric: 0.19).
+BLOCK_SIZES = {Method.INT8: 32, Method.INT4: 64}
+HEAD_BLOCK = 32  # the 8-bit LM head (and tied lookup): 32 decodes as fast as 64 at int8, and the head's error dominates
+# SmoothQuant's alpha for int8/int4 (quantize/smoothing.py). Measured on SmolLM2: mean KL from float 0.0040 ->
+# 0.0021 (int8) and 0.26 -> 0.14 (int4) at 0.5; 0.4-0.75 all within 15% of that (docs/benchmarks.md).
+DEFAULT_SMOOTHING = 0.5
 # MatMulNBits computes with int8 activations (VNNI / AMX kernels) where the CPU has them.
 ACCURACY_LEVEL = 4
 
@@ -84,16 +93,29 @@ class QuantizeOptions:
 
     method: Method
     keep_float: tuple[str, ...] = ()  # presets or node-name patterns (quantize/policy.py)
-    block_size: int = 32  # weight-only block size along K
+    block_size: int | None = None  # weight-only block size along K; None: BLOCK_SIZES
     per_channel: bool = True  # int8-per-token / int8-dynamic / int8-static weights
     algorithm: Algorithm = Algorithm.RTN  # int4 rounding
     kv_cache: KVCache = KVCache.FP32  # decoders
+    smoothing: float | None = None  # SmoothQuant alpha for int8/int4 (0 = off); None: DEFAULT_SMOOTHING
     calibration: Calibration = Calibration.MINMAX  # int8-static
-    calibration_file: Path | None = None  # int8-static texts, one per line
+    calibration_file: Path | None = None  # int8-static, SmoothQuant and int8 KV-cache texts, one per line
     eval_file: Path | None = None  # gate texts (prose for decoders, lines for encoders)
     max_ppl_increase: float | None = None  # None: the method's default threshold
     min_mean_cosine: float | None = None
     gate: bool = True
+
+    @property
+    def block(self) -> int:
+        """The weight-only block size: the user's, or the method's measured default."""
+        return self.block_size or BLOCK_SIZES.get(self.method, 32)
+
+    @property
+    def alpha(self) -> float:
+        """The smoothing actually applied: the user's alpha, the weight-only default, or 0 (off)."""
+        if self.method not in WEIGHT_ONLY:
+            return 0.0
+        return DEFAULT_SMOOTHING if self.smoothing is None else float(self.smoothing)
 
     def __post_init__(self):
         for name, kind in (("method", Method), ("algorithm", Algorithm), ("kv_cache", KVCache),
@@ -103,7 +125,7 @@ class QuantizeOptions:
             except ValueError:
                 raise QuantizeError(f"{name} must be one of {', '.join(k.value for k in kind)}, got {getattr(self, name)!r}") from None
         problems = []
-        if self.block_size < 16 or self.block_size & (self.block_size - 1):
+        if self.block_size is not None and (self.block_size < 16 or self.block_size & (self.block_size - 1)):
             problems.append(f"--block-size must be a power of two >= 16, got {self.block_size}")
         if self.max_ppl_increase is not None and not 0 < self.max_ppl_increase < 10:
             problems.append(f"--max-ppl-increase is a fraction (0.03 = 3%), got {self.max_ppl_increase}")
@@ -111,8 +133,15 @@ class QuantizeOptions:
             problems.append(f"--min-cosine must be in (0, 1], got {self.min_mean_cosine}")
         if self.algorithm is not Algorithm.RTN and self.method is not Method.INT4:
             problems.append(f"--algorithm {self.algorithm.value} is for --method int4, not {self.method.value}")
-        if self.calibration_file is not None and self.method is not Method.INT8_STATIC and self.kv_cache is KVCache.FP32:
-            problems.append(f"--calibration is used by --method int8-static and --kv-cache int8 only, not {self.method.value}")
+        smooths = self.method in WEIGHT_ONLY and self.smoothing != 0
+        if self.calibration_file is not None and self.method is not Method.INT8_STATIC and self.kv_cache is KVCache.FP32 \
+                and not smooths:
+            problems.append(f"--calibration is used by --method int8-static, int8/int4 with SmoothQuant and --kv-cache int8 only, "
+                            f"not {self.method.value}" + (" with --smooth 0" if self.method in WEIGHT_ONLY else ""))
+        if self.smoothing is not None and self.method not in WEIGHT_ONLY:
+            problems.append(f"--smooth is for --method int8 and int4 (weight-only), not {self.method.value}")
+        elif self.smoothing is not None and not 0 <= self.smoothing <= 1:
+            problems.append(f"--smooth is SmoothQuant's alpha in [0, 1] (0 turns it off), got {self.smoothing}")
         if problems:
             raise QuantizeError(*problems)
 
@@ -188,42 +217,64 @@ def int8_static(src: Path, dst: Path, options: QuantizeOptions, keep: list[str],
     return Quantized("int8", "int8 (static QDQ)", {"per_channel": options.per_channel, "calibration": options.calibration.value})
 
 
-def weight_only(src: Path, dst: Path, options: QuantizeOptions, keep: list[str]) -> Quantized:
+def weight_only(src: Path, dst: Path, options: QuantizeOptions, keep: list[str],
+                smooth: Callable[[Any], int] | None = None) -> Quantized:
     """Block-wise MatMulNBits in two passes: the LM head at 8 bits, then every other MatMul at the
     method's bits (int4: with options.algorithm). A tied embedding's lookup reads the head's 8-bit
     bytes (stored once); an untied one is quantized to 4 bits by int4 and left float by int8.
 
     Why the head stays 8-bit at int4: measured on SmolLM2, a 4-bit head and embedding cost +25%
     perplexity against +15% with them at 8 bits, and the shared 8-bit matrix is smaller than two
-    4-bit ones (docs/benchmarks.md).
+    4-bit ones (docs/benchmarks.md). SMOOTH, when given, first folds SmoothQuant scales into the
+    float weights (quantize/smoothing.py) and returns how many MatMuls it smoothed.
     """
     import onnx
 
-    from edgelm.quantize.gemm_to_matmul import gemm_to_matmul
     from edgelm.quantize.tied_embedding import find_tie, lm_head_node, share_tied_embedding
 
     bits = WEIGHT_ONLY[options.method]
     model = onnx.load(str(src))
-    unfused = gemm_to_matmul(model)
+    smoothed = smooth(model) if smooth is not None else 0
     head = lm_head_node(model)
     tie = find_tie(model)
     shared = False
+    head_block = None
     if head is not None and head not in keep:
+        head_block = _head_block(model, head, min(options.block, HEAD_BLOCK))
         others = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.name != head]
-        model = _matmul_nbits(model, 8, options.block_size, Algorithm.RTN, exclude=others, ops=("MatMul",))
-        shared = bool(tie) and tie.gather not in keep and share_tied_embedding(model, tie, options.block_size)
+        model = _matmul_nbits(model, 8, head_block, Algorithm.RTN, exclude=others, ops=("MatMul",), symmetric=True)
+        shared = bool(tie) and tie.gather not in keep and share_tied_embedding(model, tie, head_block)
     lookups = ("Gather",) if bits == 4 and not shared else ()  # onnxruntime's quantizer writes only 4-bit lookups
-    model = _matmul_nbits(model, bits, options.block_size, options.algorithm if bits == 4 else Algorithm.RTN,
-                          exclude=keep, ops=("MatMul", *lookups))
+    algorithm = options.algorithm if bits == 4 else Algorithm.RTN
+    symmetric = bits == 8  # int4: a zero point per block (RTN; HQQ fits its own)
+    model = _matmul_nbits(model, bits, options.block, algorithm, exclude=keep, ops=("MatMul", *lookups), symmetric=symmetric)
     onnx.save(model, str(dst))
-    algorithm = options.algorithm.value if bits == 4 else Algorithm.RTN.value
-    return Quantized(f"int{bits}", "fp32", {"block_size": options.block_size, "algorithm": algorithm,
-                                            "symmetric": algorithm == "rtn", "accuracy_level": ACCURACY_LEVEL,
+    return Quantized(f"int{bits}", "fp32", {"block_size": options.block, "algorithm": algorithm.value,
+                                            "symmetric": symmetric, "accuracy_level": ACCURACY_LEVEL,
                                             "lm_head_bits": 8 if head is not None and head not in keep else None,
-                                            "tied_embedding_shared": shared, "gemm_rewritten_as_matmul": unfused})
+                                            "lm_head_block_size": head_block,
+                                            "tied_embedding_shared": shared,
+                                            "smoothing": {"alpha": options.alpha, "matmuls": smoothed} if smoothed else None})
 
 
-def _matmul_nbits(model, bits: int, block_size: int, algorithm: "Algorithm", exclude: list[str], ops: tuple[str, ...]):
+def _head_block(model, head: str, block_size: int) -> int:
+    """The LM head's block size: BLOCK_SIZE, or the largest power of two under it that divides the hidden size.
+
+    The tied lookup (GatherBlockQuantized) reads the head's blocks as whole rows, so its blocks must tile the
+    hidden axis exactly; MatMulNBits alone would pad the last block (SmolLM2: hidden 576 takes 64, not 128).
+    """
+
+    node = next(n for n in model.graph.node if n.name == head)
+    weight = next((i for i in model.graph.initializer if i.name == node.input[1]), None)
+    hidden = int(weight.dims[0]) if weight is not None else block_size  # (H, V)
+    block = block_size
+    while block > 16 and hidden % block:
+        block //= 2
+    return block
+
+
+def _matmul_nbits(model, bits: int, block_size: int, algorithm: "Algorithm", exclude: list[str], ops: tuple[str, ...],
+                  symmetric: bool):
     """One pass of onnxruntime's MatMulNBitsQuantizer over OPS nodes not in EXCLUDE; returns the new model."""
     from onnxruntime.quantization.matmul_nbits_quantizer import HQQWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
@@ -236,7 +287,7 @@ def _matmul_nbits(model, bits: int, block_size: int, algorithm: "Algorithm", exc
             raise QuantizeError("--algorithm hqq needs torch on this machine (pip install 'edgelm[export]'); "
                                 "or use --algorithm rtn") from None
         config = HQQWeightOnlyQuantConfig(block_size=block_size, bits=bits, op_types_to_quantize=ops, quant_axes=axes)
-    quantizer = MatMulNBitsQuantizer(model, bits=bits, block_size=block_size, is_symmetric=True,
+    quantizer = MatMulNBitsQuantizer(model, bits=bits, block_size=block_size, is_symmetric=symmetric,
                                      accuracy_level=ACCURACY_LEVEL, nodes_to_exclude=exclude, op_types_to_quantize=ops,
                                      quant_axes=axes, algo_config=config)
     with warnings.catch_warnings():

@@ -107,6 +107,8 @@ def _front_end(folder: Path) -> Any:
 def _eval_inputs(float_model: Any, options: QuantizeOptions) -> Any:
     """Evaluation ids (decoders) or texts (encoders), checked before any work starts."""
     if float_model.manifest.is_decoder:
+        if options.alpha or options.kv_cache is KVCache.INT8:
+            sentences(options.calibration_file, "calibration")  # fail now, not after pre-processing
         return prose_ids(options.eval_file, lambda text: float_model.tokenizer.encode(text).ids, "evaluation")
     if options.method is Method.INT8_STATIC:
         sentences(options.calibration_file, "calibration")  # fail now, not after pre-processing
@@ -115,13 +117,22 @@ def _eval_inputs(float_model: Any, options: QuantizeOptions) -> Any:
 
 def _run_method(pre: Path, dst: Path, options: QuantizeOptions, keep: list[str], float_model: Any):
     if options.method in WEIGHT_ONLY:
-        return weight_only(pre, dst, options, keep)
+        return weight_only(pre, dst, options, keep, _smoother(float_model, options) if options.alpha else None)
     if options.method is Method.INT8_DYNAMIC:
         return int8_dynamic(pre, dst, options, keep)
     if options.method is Method.INT8_PER_TOKEN:
         return int8_per_token(pre, dst, options, keep)
     batches = float_model.feeds(sentences(options.calibration_file, "calibration"), batch_size=8)
     return int8_static(pre, dst, options, keep, pad_batches(batches))
+
+
+def _smoother(float_model: Any, options: QuantizeOptions):
+    """SmoothQuant for the weight-only methods, its activation ranges taken on the calibration text."""
+    from edgelm.quantize.smoothing import smooth
+
+    text = " ".join(sentences(options.calibration_file, "calibration"))
+    ids = float_model.tokenizer.encode(text).ids[:min(MAX_CALIBRATION_TOKENS, float_model.manifest.max_context - 1)]
+    return lambda model: smooth(model, float_model.manifest.kv_cache, ids, options.alpha)
 
 
 def _node_names(path: Path) -> list[str]:

@@ -37,7 +37,7 @@ class KVCache:
         self.capacity = 0
         self.buffers: dict[str, object] = {}  # past input name -> numpy array (CPU) or OrtValue (device)
         self.generation = 0  # bumped whenever buffers are reallocated (bindings must be rebuilt)
-        self.bindings: dict[tuple[int, int], tuple[int, object]] = {}  # (start, stop) -> (generation, I/O binding)
+        self.bindings: dict[object, tuple[int, object]] = {}  # (start, stop) or "step" -> (generation, binding)
         self.reserve(capacity)
 
     # -- memory ----------------------------------------------------------------------------

@@ -1,0 +1,125 @@
+"""SmoothQuant folded into the fused decoder graph (quantize/smoothing.py): which MatMuls it finds on
+each family, that the float graph computes the same after it, that it really flattens the
+activations the int8 kernel quantizes, and how quantize records and validates it."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from edgelm.errors import QuantizeError
+from edgelm.quantize import Method, QuantizeOptions, quantize
+from edgelm.quantize.methods import preprocess
+from edgelm.quantize.smoothing import find_groups, input_maxima, smooth
+from edgelm.runtime import load
+from tests.test_bad_input import assert_nothing_written, assert_one_line_error, run_cli
+
+IDS = [5, 17, 3, 88, 41, 9, 23, 64, 2, 11, 70, 33, 8, 19, 56, 4]
+
+
+@pytest.fixture(scope="module")
+def graphs(bundles, tmp_path_factory):
+    """family -> (pre-processed float graph, its KV layout), as quantize sees them before the method runs."""
+    root = tmp_path_factory.mktemp("smoothing")
+    cache = {}
+
+    def get(name: str):
+        if name not in cache:
+            src, manifest = bundles(name)
+            preprocess(src / manifest.graph_file, root / f"{name}.onnx")
+            cache[name] = (onnx.load(str(root / f"{name}.onnx")), manifest.kv_cache)
+        return cache[name]
+
+    return get
+
+
+def logits(model: onnx.ModelProto, layout, ids: list[int]) -> np.ndarray:
+    """All-position logits of IDS as one prompt (input_maxima's session, asked for the logits)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = {"input_ids": np.asarray([ids], np.int64), "sequence_lengths": np.asarray([len(ids)], np.int32),
+             "logits_to_keep": np.zeros(1, np.int64)}
+    if "position_ids" in {i.name for i in session.get_inputs()}:
+        feeds["position_ids"] = np.arange(len(ids), dtype=np.int64)[None]
+    for pair in layout.past_names():
+        for name in pair:
+            feeds[name] = np.zeros(layout.buffer_shape(1, len(ids) + 1), np.float32)
+    return session.run(["logits"], feeds)[0]
+
+
+@pytest.mark.parametrize("name, per_layer", [("llama", 3), ("gpt2", 2)])
+def test_finds_the_matmuls_a_norm_or_a_gated_product_feeds(graphs, name, per_layer):
+    model, layout = graphs(name)
+    groups = find_groups(model)
+    # llama: qkv (attention norm), gate|up (MLP norm), down (act(gate) * up); gpt2: qkv and fc (its GELU is not linear)
+    assert len(groups) == per_layer * layout.num_layers
+    assert all(len(g.matmuls) == 1 and "lm_head" not in g.matmuls[0].name for g in groups)
+    down = [g for g in groups if "down_proj" in g.matmuls[0].name]
+    assert len(down) == (layout.num_layers if name == "llama" else 0)
+    for g in down:  # only the `up` half of the packed gate|up weight absorbs the scales
+        (weight, columns), = g.absorb
+        width = next(i for i in model.graph.initializer if i.name == weight).dims[1]
+        assert (columns.start, columns.stop) == (width // 2, width)
+
+
+@pytest.mark.parametrize("name", ["llama", "gpt2", "qwen2"])
+def test_the_float_graph_computes_the_same_after_smoothing(graphs, name):
+    model, layout = graphs(name)
+    smoothed = onnx.ModelProto()
+    smoothed.CopyFrom(model)
+    assert smooth(smoothed, layout, IDS, alpha=0.5) > 0
+    changed = {i.name for i, j in zip(model.graph.initializer, smoothed.graph.initializer) if i.raw_data != j.raw_data}
+    assert changed  # the weights moved...
+    before, after = logits(model, layout, IDS[::-1]), logits(smoothed, layout, IDS[::-1])  # other ids than calibration
+    np.testing.assert_allclose(after, before, rtol=1e-4, atol=1e-4)  # ...and the function did not
+
+
+def test_it_flattens_the_channels_of_what_the_int8_kernel_quantizes(graphs):
+    model, layout = graphs("llama")
+    groups = find_groups(model)
+    norm_fed = [g for g in groups if "norm" in g.activation]
+    spread = lambda m: np.median([v.max() / np.median(v) for v in input_maxima(m, layout, norm_fed, IDS).values()])  # noqa: E731
+    smoothed = onnx.ModelProto()
+    smoothed.CopyFrom(model)
+    # a norm weight with a few huge channels, as trained Llama models have: the outliers the scales remove
+    for g in norm_fed:
+        gamma = next(i for i in smoothed.graph.initializer if i.name == g.absorb[0][0])
+        values = numpy_helper.to_array(gamma).copy()
+        values[::7] *= 40
+        gamma.CopyFrom(numpy_helper.from_array(values, gamma.name))
+    outliers = spread(smoothed)
+    smooth(smoothed, layout, IDS, alpha=0.5)
+    assert spread(smoothed) < outliers / 3
+
+
+def test_quantize_records_smoothing_and_zero_turns_it_off(bundles, tmp_path):
+    src, _ = bundles("llama")
+    on = quantize(src, tmp_path / "on", QuantizeOptions(Method.INT8, gate=False), progress=False)
+    off = quantize(src, tmp_path / "off", QuantizeOptions(Method.INT8, smoothing=0, gate=False), progress=False)
+    assert on.precision["options"]["smoothing"] == {"alpha": 0.5, "matmuls": 3 * on.kv_cache.num_layers}
+    assert off.precision["options"]["smoothing"] is None
+    lm_on, lm_off = load(tmp_path / "on", provider="cpu"), load(tmp_path / "off", provider="cpu")
+    a, b = (lm.complete(["Once upon a time"], max_new_tokens=4)[0].token_ids for lm in (lm_on, lm_off))
+    assert len(a) == len(b) == 4  # both run; tiny random models have no outliers to compare accuracy on
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(method=Method.INT8_DYNAMIC, smoothing=0.5), "--smooth is for --method int8 and int4"),
+    (dict(method=Method.INT8, smoothing=1.5), r"--smooth is SmoothQuant.s alpha in \[0, 1\]"),
+])
+def test_bad_smoothing_options_are_refused(options, message):
+    with pytest.raises(QuantizeError, match=message):
+        QuantizeOptions(**options)
+
+
+def test_calibration_file_is_checked_before_any_work_for_smoothing(bundles, tmp_path):
+    src, _ = bundles("llama")
+    bad = tmp_path / "calib.txt"
+    bad.write_bytes(b"\xff\xfe not utf-8")
+    out = tmp_path / "out"
+    result = run_cli("quantize", str(src), str(out), "--method", "int4", "--calibration", str(bad))
+    assert_one_line_error(result, "calibration file", "not UTF-8")
+    assert_nothing_written(out)
