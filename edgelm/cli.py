@@ -81,7 +81,7 @@ def inspect_cmd(bundle: Path, fast: bool, as_json: bool, provider: str):
 @click.option("--keep-float", multiple=True, help="Keep nodes in float: a preset (lm_head, embeddings, attention, mlp) or an fnmatch pattern on node names; repeatable.")
 @click.option("--block-size", type=int, default=None, help="int8/int4 weight-only block size [default: 32 int8, 64 int4].")
 @click.option("--algorithm", type=click.Choice(["rtn", "hqq"]), default="rtn", show_default=True,
-              help="int4 rounding: rtn (symmetric round-to-nearest) or hqq (float zero points; needs torch).")
+              help="int4 rounding: rtn (round-to-nearest, a zero point per block) or hqq (float zero points; needs torch).")
 @click.option("--smooth", "smoothing", type=float, default=None,
               help="int8/int4: SmoothQuant alpha, moving activation outliers into the weights (0 turns it off)  [default: 0.5].")
 @click.option("--kv-cache", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True,
@@ -245,6 +245,32 @@ def fill_mask_cmd(bundle: Path, texts: tuple[str, ...], top_k: int, provider: st
     """Print one JSON line per text: the likeliest fillers of each mask token."""
     results = _load(bundle, provider, threads, fast).fill_mask(list(texts), top_k=top_k)
     _print_json_lines({"text": t, "masks": r} for t, r in zip(texts, results))
+
+
+@cli.command("serve")
+@click.argument("bundles", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--name", "names", multiple=True, help="Model name of each bundle, in order [default: its folder's name].")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--api-key", envvar="EDGELM_API_KEY", default=None,
+              help="Require `Authorization: Bearer KEY` on /v1/* [env: EDGELM_API_KEY].")
+@click.option("--max-batch", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Requests decoded together per decoder bundle (KV cache slots).")
+@click.option("--max-queue", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Requests that may wait for a slot; more get 429 with Retry-After.")
+@click.option("--max-tokens-cap", type=click.IntRange(min=1), default=None,
+              help="Largest max_tokens a request may ask for [default: the model's context].")
+@click.option("--max-body", "max_body_bytes", type=click.IntRange(min=1024), default=4 * 1024 * 1024, show_default=True,
+              help="Largest request body in bytes; more gets 413.")
+@click.option("--drain-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              help="Seconds SIGTERM waits for in-flight requests before stopping.")
+@runtime_options
+@one_line_errors
+def serve_cmd(bundles: tuple[Path, ...], names: tuple[str, ...], **options):
+    """Serve bundles over OpenAI's HTTP API (chat, completions, embeddings), batching across clients."""
+    from edgelm.serve.main import Options, serve
+
+    serve(list(bundles), list(names), Options(**options))
 
 
 def main():

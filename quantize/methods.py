@@ -22,16 +22,19 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edgelm.errors import QuantizeError
+
+if TYPE_CHECKING:
+    from edgelm.quantize.prompt_feeds import CalibrationPrompts
 
 
 class Method(str, Enum):
@@ -43,8 +46,12 @@ class Method(str, Enum):
 
 
 class Algorithm(str, Enum):
-    """How int4 weights are rounded: round-to-nearest with an integer zero point per block, or HQQ (float zero
-    points fit by half-quadratic optimisation), both from onnxruntime.quantization. int8 is always symmetric RTN."""
+    """How int4 weights are rounded, both by onnxruntime.quantization: round-to-nearest with an integer zero
+    point per block, or HQQ (float zero points fit by half-quadratic optimisation). int8 is always symmetric RTN.
+
+    onnxruntime's GPTQ was measured and left out: on SmolLM2 (SmoothQuant on, blocks of 32 with zero points)
+    it matched RTN (KL 0.150 vs 0.150 on the gate's text) after 9 minutes against 1, and it fails on an
+    odd number of blocks per row (576 / 64) when packing zero points."""
 
     RTN = "rtn"
     HQQ = "hqq"
@@ -179,12 +186,22 @@ def preprocess(src: Path, dst: Path) -> None:
 
 
 def int8_dynamic(src: Path, dst: Path, options: QuantizeOptions, keep: list[str]) -> Quantized:
+    """quantize_dynamic: int8 weights, each MatMul's input quantized per call at run time.
+
+    Weights are kept in 7 bits (onnxruntime's reduce_range). On a CPU without VNNI (AVX2 only),
+    onnxruntime's u8s8 kernel adds pairs of 8-bit products in 16 bits, which saturates on full-range
+    weights; a bundle runs on CPUs it was not built on, so it must be right on those too. Measured
+    on a 2-core AMD EPYC with AVX2 only: a tiny GPT-2's top-1 agreement with float 0.78 -> 0.91 (KL
+    0.027 -> 0.004), a tiny BERT fill-mask's label agreement 0.93 -> 0.98 (int8-per-token: 0.85 ->
+    0.98); all-MiniLM-L6-v2 (int8-per-token) pays 0.0006 of cosine there (0.9965 -> 0.9959) and
+    0.0013 at int8-dynamic on a VNNI Xeon (0.9931 -> 0.9918, docs/benchmarks.md).
+    """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(src), str(dst), per_channel=options.per_channel, weight_type=QuantType.QInt8,
+    quantize_dynamic(str(src), str(dst), per_channel=options.per_channel, reduce_range=True, weight_type=QuantType.QInt8,
                      nodes_to_exclude=keep, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-    return Quantized("int8", "int8 (dynamic)", {"per_channel": options.per_channel})
+    return Quantized("int8", "int8 (dynamic)", {"per_channel": options.per_channel, "reduce_range": True})
 
 
 def int8_per_token(src: Path, dst: Path, options: QuantizeOptions, keep: list[str]) -> Quantized:
@@ -197,7 +214,8 @@ def int8_per_token(src: Path, dst: Path, options: QuantizeOptions, keep: list[st
     model = onnx.load(str(dst))
     matmuls = per_token_activations(model)
     onnx.save(model, str(dst))
-    return Quantized("int8", "int8 (dynamic, per token)", {"per_channel": options.per_channel, "per_token_matmuls": matmuls})
+    return Quantized("int8", "int8 (dynamic, per token)",
+                     {"per_channel": options.per_channel, "reduce_range": True, "per_token_matmuls": matmuls})
 
 
 def int8_static(src: Path, dst: Path, options: QuantizeOptions, keep: list[str], batches: Iterator[dict]) -> Quantized:
@@ -218,23 +236,24 @@ def int8_static(src: Path, dst: Path, options: QuantizeOptions, keep: list[str],
 
 
 def weight_only(src: Path, dst: Path, options: QuantizeOptions, keep: list[str],
-                smooth: Callable[[Any], int] | None = None) -> Quantized:
+                calibration: "CalibrationPrompts | None" = None) -> Quantized:
     """Block-wise MatMulNBits in two passes: the LM head at 8 bits, then every other MatMul at the
     method's bits (int4: with options.algorithm). A tied embedding's lookup reads the head's 8-bit
     bytes (stored once); an untied one is quantized to 4 bits by int4 and left float by int8.
 
-    Why the head stays 8-bit at int4: measured on SmolLM2, a 4-bit head and embedding cost +25%
-    perplexity against +15% with them at 8 bits, and the shared 8-bit matrix is smaller than two
-    4-bit ones (docs/benchmarks.md). SMOOTH, when given, first folds SmoothQuant scales into the
-    float weights (quantize/smoothing.py) and returns how many MatMuls it smoothed.
+    Why the head stays 8-bit at int4: measured on SmolLM2, a 4-bit head and embedding nearly double
+    the KL divergence from float (0.24 against 0.13, blocks of 32 with SmoothQuant), and the shared
+    8-bit matrix is smaller than two 4-bit ones (docs/benchmarks.md). With options.alpha, SmoothQuant scales are first folded into the
+    float weights (quantize/smoothing.py), their activation ranges taken on CALIBRATION.
     """
     import onnx
 
+    from edgelm.quantize.smoothing import smooth
     from edgelm.quantize.tied_embedding import find_tie, lm_head_node, share_tied_embedding
 
     bits = WEIGHT_ONLY[options.method]
     model = onnx.load(str(src))
-    smoothed = smooth(model) if smooth is not None else 0
+    smoothed = smooth(model, calibration.layout, list(calibration.text), options.alpha) if options.alpha else 0
     head = lm_head_node(model)
     tie = find_tie(model)
     shared = False

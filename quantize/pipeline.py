@@ -23,6 +23,7 @@ from edgelm.quantize import gate, speed
 from edgelm.quantize.methods import (WEIGHT_ONLY, KVCache, Method, QuantizeOptions, check_quantized, int8_dynamic, int8_per_token,
                                      int8_static, pad_batches, preprocess, quiet_onnxruntime_logs, weight_only)
 from edgelm.quantize.policy import nodes_to_keep
+from edgelm.quantize.prompt_feeds import CalibrationPrompts
 from edgelm.quantize.text_inputs import prose_ids, sentences
 from edgelm.runtime.manifest import Manifest, check_files, read_manifest
 from edgelm.staging import check_out_folder, staged_folder
@@ -117,7 +118,7 @@ def _eval_inputs(float_model: Any, options: QuantizeOptions) -> Any:
 
 def _run_method(pre: Path, dst: Path, options: QuantizeOptions, keep: list[str], float_model: Any):
     if options.method in WEIGHT_ONLY:
-        return weight_only(pre, dst, options, keep, _smoother(float_model, options) if options.alpha else None)
+        return weight_only(pre, dst, options, keep, _calibration_prompts(float_model, options))
     if options.method is Method.INT8_DYNAMIC:
         return int8_dynamic(pre, dst, options, keep)
     if options.method is Method.INT8_PER_TOKEN:
@@ -126,13 +127,13 @@ def _run_method(pre: Path, dst: Path, options: QuantizeOptions, keep: list[str],
     return int8_static(pre, dst, options, keep, pad_batches(batches))
 
 
-def _smoother(float_model: Any, options: QuantizeOptions):
-    """SmoothQuant for the weight-only methods, its activation ranges taken on the calibration text."""
-    from edgelm.quantize.smoothing import smooth
-
-    text = " ".join(sentences(options.calibration_file, "calibration"))
-    ids = float_model.tokenizer.encode(text).ids[:min(MAX_CALIBRATION_TOKENS, float_model.manifest.max_context - 1)]
-    return lambda model: smooth(model, float_model.manifest.kv_cache, ids, options.alpha)
+def _calibration_prompts(float_model: Any, options: QuantizeOptions) -> CalibrationPrompts | None:
+    """The calibration sentences joined into one text, as token ids, for SmoothQuant's activation ranges."""
+    if not options.alpha:
+        return None
+    limit = min(MAX_CALIBRATION_TOKENS, float_model.manifest.max_context - 1)
+    ids = float_model.tokenizer.encode(" ".join(sentences(options.calibration_file, "calibration"))).ids[:limit]
+    return CalibrationPrompts(float_model.manifest.kv_cache, tuple(ids))
 
 
 def _node_names(path: Path) -> list[str]:

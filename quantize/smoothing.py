@@ -32,7 +32,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from edgelm.runtime.kv_layout import INPUT_IDS, LOGITS_TO_KEEP, POSITION_IDS, SEQUENCE_LENGTHS, KVLayout
+from edgelm.quantize.prompt_feeds import prompt_feeds
+from edgelm.runtime.kv_layout import KVLayout
 
 # norm op -> input slots of (gamma, beta); beta None for the RMS kinds
 NORMS = {"SimplifiedLayerNormalization": (1, None), "SkipSimplifiedLayerNormalization": (2, None),
@@ -130,14 +131,7 @@ def input_maxima(model: onnx.ModelProto, layout: KVLayout, groups: list[Group], 
     for group in groups:
         augmented.graph.output.append(helper.make_tensor_value_info(group.activation, onnx.TensorProto.FLOAT, None))
     session = ort.InferenceSession(augmented.SerializeToString(), providers=["CPUExecutionProvider"])
-    n = len(ids)
-    feeds = {INPUT_IDS: np.asarray([ids], np.int64), SEQUENCE_LENGTHS: np.asarray([n], np.int32),
-             LOGITS_TO_KEEP: np.ones(1, np.int64)}
-    if POSITION_IDS in {i.name for i in session.get_inputs()}:
-        feeds[POSITION_IDS] = np.arange(n, dtype=np.int64)[None]
-    for pair in layout.past_names():
-        for name in pair:
-            feeds[name] = np.zeros(layout.buffer_shape(1, n + 1), np.float32)
+    feeds = prompt_feeds(layout, ids, {i.name for i in session.get_inputs()})
     values = session.run([g.activation for g in groups], feeds)
     return {g.activation: np.abs(v).reshape(-1, v.shape[-1]).max(axis=0) for g, v in zip(groups, values)}
 

@@ -67,17 +67,21 @@ class DecoderGraph:
         return self.extend(self.new_cache(slots=1, capacity=len(ids)), 0, ids, keep=0)
 
     def step(self, cache: KVCache, ids: np.ndarray, live: np.ndarray) -> np.ndarray:
-        """One token per row (IDS (slots,)); rows in LIVE (bool (slots,)) advance. Returns logits (slots, vocab)."""
+        """One token for each of the first len(IDS) rows; rows in LIVE (bool, same length) advance.
+
+        Returns logits (len(IDS), vocab). Slots past len(IDS) do not run (an open batch's unused tail).
+        """
+        width = len(ids)
         cache.reserve(int(cache.lengths.max()) + 1)
-        feeds = self._step_feeds(cache)
-        starts = cache.starts(0, cache.slots, live)  # (slots,)
+        feeds = self._step_feeds(cache, width)
+        starts = cache.starts(0, width, live)  # (width,)
         feeds.ids[:, 0] = ids  # written into the bound buffers: nothing is rebound per step
         feeds.lengths[:] = starts + 1
         if feeds.positions is not None:
             feeds.positions[:, 0] = starts
         self.session.run_with_iobinding(feeds.binding)
-        cache.advance(live, 1)
-        return feeds.logits[:, 0].copy()  # (slots, vocab); the buffer is overwritten by the next step
+        cache.advance(np.flatnonzero(live), 1)
+        return feeds.logits[:, 0].copy()  # (width, vocab); the buffer is overwritten by the next step
 
     def _run(self, cache: KVCache, start: int, stop: int, ids: np.ndarray, starts: np.ndarray, keep: int) -> np.ndarray:
         """Place IDS (rows, n) in rows START..STOP-1 from positions STARTS (rows,); returns logits (rows, kept, vocab)."""
@@ -93,18 +97,18 @@ class DecoderGraph:
         self.session.run_with_iobinding(binding)
         return logits
 
-    def _step_feeds(self, cache: KVCache) -> "StepFeeds":
-        """The decode step's binding over every slot, with its host inputs and logits bound by pointer.
+    def _step_feeds(self, cache: KVCache, width: int) -> "StepFeeds":
+        """The decode step's binding over the first WIDTH slots, with its host inputs and logits bound by pointer.
 
         Rebinding four small inputs and the logits every step costs 0.15-0.3 ms in Python (3-4% of a
         SmolLM2 INT8 step); a step instead writes the new ids and lengths into buffers bound once.
         """
-        held = cache.bindings.get("step")
+        held = cache.bindings.get(("step", width))
         if held is None or held[0] != cache.generation:
             binding = self.session.io_binding()
-            cache.bind(binding, 0, cache.slots)
-            feeds = StepFeeds(binding, cache.slots, self.vocab_size, self.uses_position_ids)
-            held = cache.bindings["step"] = (cache.generation, feeds)
+            cache.bind(binding, 0, width)
+            feeds = StepFeeds(binding, width, self.vocab_size, self.uses_position_ids)
+            held = cache.bindings[("step", width)] = (cache.generation, feeds)
         return held[1]
 
     def _binding(self, cache: KVCache, start: int, stop: int) -> ort.IOBinding:

@@ -37,6 +37,7 @@ class Encoder(FrontEnd):
         bundle.require_task("Encoder (embed, logits, classify, classify_tokens, fill_mask)", ENCODER_TASKS)
         self.bundle = bundle
         self._tokenizer = _truncating_copy(bundle.tokenizer, bundle.manifest.max_context)
+        self._counter: Tokenizer | None = None  # an uncut copy, made on first count_tokens
 
     # -- public calls ----------------------------------------------------------------------
     def embed(self, texts: Texts, batch_size: int = 32) -> np.ndarray:
@@ -46,6 +47,15 @@ class Encoder(FrontEnd):
         _, rows = self._forward(items, self.manifest.pooling.output, batch_size)
         vectors = np.stack(rows)  # (n, dim)
         return vectors[0] if single else vectors
+
+    def count_tokens(self, texts: Texts) -> list[int]:
+        """Tokens each text encodes to, special tokens included, before any cut at max_context
+        (a server refuses a text over the limit and reports usage from these counts)."""
+        items, _ = _as_list(texts)
+        if self._counter is None:
+            self._counter = Tokenizer.from_str(self._tokenizer.to_str())
+            self._counter.no_truncation()
+        return [len(e.ids) for e in self._counter.encode_batch(items, add_special_tokens=True)]
 
     def logits(self, texts: Texts, batch_size: int = 32) -> list[np.ndarray]:
         """Raw task logits per text, unpadded: (labels,), (seq, labels) or (seq, vocab).

@@ -8,10 +8,19 @@
         print(gen.get_next_tokens())                  # (batch,) ids just chosen
     gen.get_new_tokens(0); gen.finish_reason(0); gen.rewind_to(3)
 
+    gen = Generator.open(graph, params, max_context=2048, slots=8, eos=(2,))   # rows that come and go
+    row = gen.add_row([1, 2, 3], GeneratorParams(seed=7))   # prefilled into a free slot, with its own options
+    gen.generate_next_token(); ...; gen.release_row(row)    # a finished or abandoned row frees its slot at once
+
 A chosen token is fed to the graph lazily, at the start of the next step: the token that ends a
 row is never run, and a caller that stops early (a stop string) wastes no forward pass. Stops
 live here when they are about ids (eos, max_new_tokens, the context limit); text-level stops
 (stop strings) belong to the caller, which ends a row with `stop_row`.
+
+An open batch (`Generator.open`) is what a server's continuous batching needs: a request joins
+at the next step (its prompt prefilled into a free cache slot while the others wait one step),
+leaves as soon as it ends, and each row samples with its own options and seed, so a row's tokens
+do not depend on what else is in the batch. A step runs the slots up to the highest one in use.
 """
 
 from __future__ import annotations
@@ -24,10 +33,10 @@ import numpy as np
 from edgelm.errors import GenerationError
 from edgelm.runtime.decoder import DecoderGraph
 from edgelm.runtime.kv_cache import KVCache
-from edgelm.runtime.sampling import apply_repetition_penalty, check_sampling, make_sampler
+from edgelm.runtime.sampling import Sampler, apply_repetition_penalty, check_sampling, make_sampler
 
-# Why a row finished.
-EOS, LENGTH, CONTEXT, STOP = "eos", "length", "context", "stop"
+# Why a row finished; FREE: an open batch's slot that holds no sequence.
+EOS, LENGTH, CONTEXT, STOP, FREE = "eos", "length", "context", "stop", "free"
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,8 @@ class Generator:
         self.eos = frozenset(eos)
         self.pad = pad if pad is not None else (min(eos) if eos else 0)
         self._sample = make_sampler(params.temperature, params.top_k, params.top_p, params.seed)
+        self._own: dict[int, tuple[GeneratorParams, Sampler]] = {}  # rows added with their own options
+        self._free = np.zeros(0, dtype=bool)  # (slots,) open-batch slots holding no sequence
         self._cache: KVCache | None = None
         self._rows: list[list[int]] = []  # real tokens of each row: prompt + generated
         self._prompt_lengths: list[int] = []
@@ -82,10 +93,10 @@ class Generator:
         slot, so rows of any lengths need no padding. Appending to a finished generator
         continues it (a chat's next turn): every row is live again.
         """
+        if self._free.size:
+            raise GenerationError("append_tokens works on a fixed batch; an open batch takes rows with add_row")
         rows = _as_rows(tokens)
-        vocab = self.graph.vocab_size
-        if any(t >= vocab for row in rows for t in row):
-            raise GenerationError(f"append_tokens got a token id >= the vocabulary size {vocab}; encode with the bundle's tokenizer")
+        self._check_ids(rows, "append_tokens")
         if self._cache is not None and len(rows) != self.batch:
             raise GenerationError(f"append_tokens got {len(rows)} rows for a batch of {self.batch}; pass one list per row")
         held = self._rows or [[] for _ in rows]
@@ -111,9 +122,77 @@ class Generator:
         self._prompt_lengths = [len(r) for r in self._rows]
         self._reasons = [None] * self.batch
 
+    @classmethod
+    def open(cls, graph: DecoderGraph, params: GeneratorParams, max_context: int, slots: int,
+             eos: tuple[int, ...] = (), pad: int | None = None) -> "Generator":
+        """An empty batch of SLOTS rows that sequences join (`add_row`) and leave (`release_row`) while it decodes."""
+        gen = cls(graph, params, max_context, eos, pad)
+        gen._cache = graph.new_cache(slots=slots)
+        gen._rows = [[] for _ in range(slots)]
+        gen._prompt_lengths = [0] * slots
+        gen._reasons = [FREE] * slots
+        gen._free = np.ones(slots, dtype=bool)
+        gen._logits = np.zeros((slots, graph.vocab_size), dtype=np.float32)
+        return gen
+
+    def add_row(self, tokens: Sequence[int], params: GeneratorParams | None = None) -> int:
+        """Prefill TOKENS into a free slot of an open batch and return its row; it gets a token at the next step.
+
+        PARAMS (default: the generator's) are this row's own: its sampler and seed are not shared.
+        """
+        if not self._free.any():
+            raise GenerationError(f"every one of the {self.batch} slots holds a sequence; release_row one first"
+                                  if self._free.size else "add_row needs an open batch (Generator.open)")
+        rows = _as_rows(tokens)
+        if len(rows) != 1:
+            raise GenerationError(f"add_row takes one row of token ids, got {len(rows)} rows")
+        ids = rows[0]
+        self._check_ids(rows, "add_row")
+        if len(ids) > self.max_context:
+            raise GenerationError(f"a prompt of {len(ids)} tokens leaves no room under the model's limit of "
+                                  f"{self.max_context}; shorten it")
+        row = int(np.flatnonzero(self._free)[0])
+        params = params or self.params
+        self._cache.clear(row)
+        self._logits[row] = self.graph.extend(self._cache, row, ids)[-1]  # (vocab,) after the prompt
+        self._rows[row], self._prompt_lengths[row], self._reasons[row] = list(ids), len(ids), None
+        self._free[row] = False
+        self._own[row] = (params, make_sampler(params.temperature, params.top_k, params.top_p, params.seed))
+        if self._pending is not None and row < len(self._pending):
+            self._filler[row] = True  # nothing of this row waits to be fed
+        return row
+
+    def release_row(self, row: int) -> None:
+        """Free ROW's slot (its sequence finished, or its caller went away); its tokens are forgotten."""
+        if not self._free.size:
+            raise GenerationError("release_row works on an open batch (Generator.open)")
+        self._free[row] = True
+        self._reasons[row] = FREE
+        self._rows[row], self._prompt_lengths[row] = [], 0
+        self._own.pop(row, None)
+        self._cache.clear(row)
+        if self._pending is not None and row < len(self._pending):
+            self._filler[row] = True
+
+    def running(self) -> list[int]:
+        """Rows that will get a token at the next step."""
+        return [i for i, reason in enumerate(self._reasons) if reason is None]
+
+    def _check_ids(self, rows: list[list[int]], caller: str) -> None:
+        vocab = self.graph.vocab_size
+        if any(t >= vocab for row in rows for t in row):
+            raise GenerationError(f"{caller} got a token id >= the vocabulary size {vocab}; encode with the bundle's tokenizer")
+
     def _feed_pending(self) -> None:
-        """Run the tokens chosen last step; finished rows are fed pad and keep their length."""
-        self._logits = self.graph.step(self._cache, self._pending, live=~self._filler)  # (batch, vocab)
+        """Run the tokens chosen last step; finished rows are fed pad and keep their length.
+
+        Only the slots up to the last one that held a row at that step run; rows added since
+        keep the logits of their prefill.
+        """
+        live = ~self._filler  # (width,)
+        if live.any():
+            stepped = self.graph.step(self._cache, self._pending, live=live)  # (width, vocab)
+            self._logits[:len(live)][live] = stepped[live]
         self._pending = None
 
     # -- choosing --------------------------------------------------------------------------
@@ -125,19 +204,33 @@ class Generator:
             raise GenerationError("every row has finished; append_tokens to continue, or start a new generator")
         if self._pending is not None:
             self._feed_pending()
-        scores = apply_repetition_penalty(self._logits, self._rows, self.params.repetition_penalty)
-        chosen = self._sample(scores).astype(np.int64)  # (batch,)
-        self._filler = np.asarray([r is not None for r in self._reasons], dtype=bool)
+        width = int(np.flatnonzero(~self._free)[-1]) + 1 if self._free.size else self.batch  # slots up to the last in use
+        chosen = self._choose(width)
+        self._filler = np.asarray([r is not None for r in self._reasons[:width]], dtype=bool)
         chosen[self._filler] = self.pad
         for i in np.flatnonzero(~self._filler):
             self._rows[i].append(int(chosen[i]))
             self._reasons[i] = self._stop_reason(i, int(chosen[i]))
         self._pending = chosen
 
+    def _choose(self, width: int) -> np.ndarray:
+        """(width,) ids: one batched draw for the rows on the generator's options, one per row with its own."""
+        chosen = np.full(width, self.pad, dtype=np.int64)
+        shared = [i for i in range(width) if i not in self._own and not self._free[i]] if self._free.size else list(range(width))
+        if shared:
+            scores = apply_repetition_penalty(self._logits[shared], [self._rows[i] for i in shared], self.params.repetition_penalty)
+            chosen[shared] = self._sample(scores)
+        for i, (params, sample) in self._own.items():
+            if i < width and self._reasons[i] is None:
+                scores = apply_repetition_penalty(self._logits[i:i + 1], [self._rows[i]], params.repetition_penalty)
+                chosen[i] = sample(scores)[0]
+        return chosen
+
     def _stop_reason(self, row: int, token: int) -> str | None:
         if token in self.eos:
             return EOS
-        if len(self._rows[row]) - self._prompt_lengths[row] >= self.params.max_new_tokens:
+        params = self._own[row][0] if row in self._own else self.params
+        if len(self._rows[row]) - self._prompt_lengths[row] >= params.max_new_tokens:
             return LENGTH
         if len(self._rows[row]) >= self.max_context:  # the sequence is full: its last token is never fed
             return CONTEXT

@@ -18,9 +18,9 @@ from edgelm.errors import GenerationError, warn
 from edgelm.runtime.bundle import Bundle, FrontEnd
 from edgelm.runtime.chat_template import check_messages, render_chat
 from edgelm.runtime.decoder import DecoderGraph
-from edgelm.runtime.detokenizer import StreamingDetokenizer
 from edgelm.runtime.generator import STOP, Generator, GeneratorParams
 from edgelm.runtime.manifest import DECODER_TASKS
+from edgelm.runtime.text_row import TextRow
 
 DEFAULT_MAX_NEW_TOKENS = 256
 Messages = list[dict[str, str]]
@@ -51,16 +51,6 @@ class _Request:
     params: GeneratorParams
     stop: tuple[str, ...] = ()
     truncate_prompt: bool = False
-
-
-@dataclass
-class _Row:
-    """Text state of one row: its detokenizer and the text kept so far (a stop string cut off)."""
-
-    detok: StreamingDetokenizer
-    text: str = ""
-    held: str = ""  # emitted by the detokenizer, held back: may begin a stop string
-    seen: int = 0  # generated tokens already turned into text
 
 
 class LanguageModel(FrontEnd):
@@ -193,7 +183,7 @@ class LanguageModel(FrontEnd):
         """Decode PROMPTS as one batch. Yields row 0's text pieces when STREAM; returns the Completions."""
         prompt_ids = self._prompt_ids(prompts, chat, request)
         gen = self.generator(request.params)
-        rows = [_Row(StreamingDetokenizer(self.tokenizer)) for _ in prompt_ids]
+        rows = [self.text_row(request.stop) for _ in prompt_ids]
         start = time.perf_counter()
         gen.append_tokens(prompt_ids)  # prefill
         first = None
@@ -203,22 +193,17 @@ class LanguageModel(FrontEnd):
             for i, row in enumerate(rows):
                 if gen.finish_reason(i) == STOP:
                     continue
-                for token in gen.get_new_tokens(i)[row.seen:]:
-                    row.seen += 1
-                    piece, stopped = self._extend(row, row.detok.add(token), request.stop)
-                    if stream and i == 0 and piece:
-                        yield piece
-                    if stopped:  # a stop string ended this row
-                        gen.stop_row(i)
-                        break
+                piece, stopped = row.feed(gen.get_new_tokens(i))
+                if stream and i == 0 and piece:
+                    yield piece
+                if stopped:  # a stop string ended this row
+                    gen.stop_row(i)
         end = time.perf_counter()
         for i, row in enumerate(rows):
             if gen.finish_reason(i) != STOP:  # any unfinished character, then what the stop check held back
-                piece, stopped = self._extend(row, row.detok.finish(), request.stop)
+                piece, stopped = row.finish()
                 if stopped:
                     gen.stop_row(i)
-                else:
-                    piece, row.text, row.held = piece + row.held, row.text + row.held, ""
                 if stream and i == 0 and piece:
                     yield piece
         return [
@@ -227,30 +212,9 @@ class LanguageModel(FrontEnd):
             for i, row in enumerate(rows)
         ]
 
-    @staticmethod
-    def _extend(row: _Row, new_text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
-        """Add NEW_TEXT to ROW; return the piece now safe to show, and whether a stop string appeared.
-
-        Text that could be the start of a stop string is held back until it is clearly not one,
-        so streamed pieces never show a stop string, even one spread over several tokens; the
-        text before a stop string is still shown.
-        """
-        pending = row.held + new_text
-        if not stops:
-            row.text += pending
-            return pending, False
-        # a stop string not seen before must end inside PENDING: search only the tail that can hold it
-        longest = max(map(len, stops))
-        tail = row.text[-(longest - 1):] if longest > 1 else ""
-        found = [at for at in ((tail + pending).find(s) for s in stops) if at >= 0]
-        if found:
-            piece = pending[:max(min(found) - len(tail), 0)]
-            row.text, row.held = row.text + piece, ""
-            return piece, True
-        keep = max((k for s in stops for k in range(1, len(s)) if pending.endswith(s[:k])), default=0)
-        piece = pending[:len(pending) - keep]
-        row.text, row.held = row.text + piece, pending[len(pending) - keep:]
-        return piece, False
+    def text_row(self, stop: Sequence[str] = ()) -> TextRow:
+        """A row's text state (detokenizer and stop strings), for a caller that drives a Generator itself."""
+        return TextRow(self.tokenizer, (stop,) if isinstance(stop, str) else tuple(stop))
 
 
 def _is_messages(prompt: Any) -> bool:

@@ -4,6 +4,9 @@
     python scripts/bench_peers.py --edgelm out/smollm2-int8 --engines edgelm,llama --scenarios single,deep --repeats 1
     python scripts/bench_peers.py --edgelm ... --write-docs          # also rewrite docs/benchmarks.md's peers section
 
+Peers: `bash scripts/peers/setup.sh` installs each in its own venv under /work/peers (llama-cpp-python
+compiles for ~15 minutes on 2 cores; run it in the background).
+
 Method. Every engine gets the same token ids (the edgelm bundle's tokenizer.json, no special
 tokens added, cut from a fixed English text to exact lengths), the same thread count, greedy
 decoding forced to full length (eos ignored), and runs in a process of its own, started with

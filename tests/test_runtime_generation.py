@@ -13,6 +13,7 @@ import onnxruntime as ort
 import pytest
 import torch
 import transformers
+from tokenizers import Tokenizer, models
 from transformers import GenerationConfig
 
 from edgelm.errors import BundleError, GenerationError
@@ -421,6 +422,76 @@ def test_a_batched_second_turn_continues_each_row_like_a_fresh_generator(lm_of):
         assert gen.get_sequence(row) == sequences[row] + turn + gen.get_new_tokens(row)
 
 
+def alone(lm, ids: list[int], params: GeneratorParams) -> list[int]:
+    """The tokens a fresh batch-of-one generator makes for IDS."""
+    gen = Generator(lm.graph, params, lm.manifest.max_context, eos=lm.manifest.special_tokens.eos)
+    gen.append_tokens(ids)
+    return run_steps(gen)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_rows_joining_and_leaving_an_open_batch_get_what_they_get_alone(lm_of, family):
+    """Continuous batching: rows join between steps, leave when done, and a new row reuses a freed slot
+    (not the highest one); each row's tokens, greedy or seeded, equal its run alone."""
+    lm = lm_of(family)
+    prompts = [lm.encode(p) for p in (*BATCH, PROMPTS[1])]
+    params = [GeneratorParams(max_new_tokens=4), GeneratorParams(max_new_tokens=12),
+              GeneratorParams(max_new_tokens=9, temperature=0.9, top_p=0.9, seed=3), GeneratorParams(max_new_tokens=6, seed=5)]
+    want = [alone(lm, ids, p) for ids, p in zip(prompts, params)]
+    gen = Generator.open(lm.graph, GeneratorParams(), lm.manifest.max_context, slots=3, eos=lm.manifest.special_tokens.eos)
+    assert gen.is_done() and gen.running() == []
+    rows = {gen.add_row(prompts[0], params[0]): 0, gen.add_row(prompts[1], params[1]): 1}
+    assert sorted(rows) == [0, 1]
+    got, joins, steps = {}, {2: 2, 3: 5}, 0  # prompt -> step it joins at
+    while rows or joins:
+        for k, at in list(joins.items()):
+            if steps >= at and len(rows) < 3:
+                rows[gen.add_row(prompts[k], params[k])] = k
+                del joins[k]
+        gen.generate_next_token()
+        steps += 1
+        for row, k in list(rows.items()):
+            if gen.is_row_done(row):
+                got[k] = gen.get_new_tokens(row)
+                gen.release_row(row)
+                del rows[row]
+    assert [got[k] for k in range(4)] == want
+    assert gen.finish_reason(0) == "free" and gen.is_done()
+
+
+def test_an_abandoned_row_frees_its_slot_and_leaves_the_others_untouched(lm_of):
+    lm = lm_of("llama")
+    a, b = lm.encode(BATCH[1]), lm.encode(BATCH[2])
+    params = GeneratorParams(max_new_tokens=10)
+    gen = Generator.open(lm.graph, params, lm.manifest.max_context, slots=2)
+    ra, rb = gen.add_row(a), gen.add_row(b)
+    for _ in range(3):
+        gen.generate_next_token()
+    gen.release_row(ra)  # its client went away mid-way
+    assert gen.running() == [rb]
+    assert gen.add_row(b) == ra  # the freed slot is taken first
+    while gen.running():
+        gen.generate_next_token()
+    want = alone(lm, b, params)
+    assert gen.get_new_tokens(rb) == want and gen.get_new_tokens(ra) == want
+
+
+def test_open_batch_misuse_is_refused_clearly(lm_of):
+    lm = lm_of("llama")
+    gen = Generator.open(lm.graph, GeneratorParams(max_new_tokens=2), lm.manifest.max_context, slots=1)
+    with pytest.raises(GenerationError, match="add_row"):
+        gen.append_tokens([1, 2])
+    gen.add_row([1, 5])
+    with pytest.raises(GenerationError, match="release_row one first"):
+        gen.add_row([1, 6])
+    with pytest.raises(GenerationError, match="one row"):
+        Generator.open(lm.graph, GeneratorParams(), lm.manifest.max_context, slots=2).add_row([[1], [2]])
+    with pytest.raises(GenerationError, match="limit"):
+        Generator.open(lm.graph, GeneratorParams(), lm.manifest.max_context, slots=1).add_row([1] * (lm.manifest.max_context + 1))
+    with pytest.raises(GenerationError, match="open batch"):
+        lm.generator().release_row(0)
+
+
 def test_generator_misuse_is_refused_clearly(lm_of):
     lm = lm_of("llama")
     gen = lm.generator(max_new_tokens=4)
@@ -650,11 +721,11 @@ def test_cuda_provider_generates_like_cpu_and_keeps_the_cache_on_the_gpu(bundles
     (["one two", " three"], "four", "one two three"),           # no stop: everything, in order
 ])
 def test_stop_strings_are_found_across_pieces_and_never_shown(pieces, stop, text):
-    from edgelm.runtime.language_model import LanguageModel, _Row
+    from edgelm.runtime.text_row import TextRow
 
-    row, shown, stopped = _Row(detok=None), [], False
+    row, shown, stopped = TextRow(Tokenizer(models.BPE()), (stop,)), [], False
     for piece in pieces:
-        out, stopped = LanguageModel._extend(row, piece, (stop,))
+        out, stopped = row._extend(piece)
         shown.append(out)
         if stopped:
             break

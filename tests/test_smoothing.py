@@ -12,6 +12,7 @@ from onnx import numpy_helper
 from edgelm.errors import QuantizeError
 from edgelm.quantize import Method, QuantizeOptions, quantize
 from edgelm.quantize.methods import preprocess
+from edgelm.quantize.prompt_feeds import prompt_feeds
 from edgelm.quantize.smoothing import find_groups, input_maxima, smooth
 from edgelm.runtime import load
 from tests.test_bad_input import assert_nothing_written, assert_one_line_error, run_cli
@@ -40,13 +41,8 @@ def logits(model: onnx.ModelProto, layout, ids: list[int]) -> np.ndarray:
     import onnxruntime as ort
 
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    feeds = {"input_ids": np.asarray([ids], np.int64), "sequence_lengths": np.asarray([len(ids)], np.int32),
-             "logits_to_keep": np.zeros(1, np.int64)}
-    if "position_ids" in {i.name for i in session.get_inputs()}:
-        feeds["position_ids"] = np.arange(len(ids), dtype=np.int64)[None]
-    for pair in layout.past_names():
-        for name in pair:
-            feeds[name] = np.zeros(layout.buffer_shape(1, len(ids) + 1), np.float32)
+    feeds = prompt_feeds(layout, ids, {i.name for i in session.get_inputs()})
+    feeds["logits_to_keep"] = np.zeros(1, np.int64)  # every position
     return session.run(["logits"], feeds)[0]
 
 

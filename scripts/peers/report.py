@@ -273,7 +273,8 @@ def render(variants, outcomes, args, notes: list[str], command: str, tokenizer: 
         "",
         f"Machine: {machine()}. {args.threads} threads for every engine; greedy, forced to full length "
         f"(eos ignored), the same token ids for every engine; each number is the median of {args.repeats} "
-        "separate process(es), each timed after one warm-up run (perplexity: one process). Time to first token "
+        "separate process(es), each the median of 3 timed runs after one warm-up (deep: 1; perplexity: one "
+        "process), processes of all engines interleaved. Time to first token "
         "includes prefill; decode tok/s counts the tokens after the first.",
         f"Command: `{command}`.",
         "",

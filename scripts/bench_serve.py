@@ -1,0 +1,231 @@
+"""Serve SmolLM2 to 1, 4 and 16 concurrent streaming clients: edgelm serve against llama-cpp-python's server.
+
+    python scripts/bench_serve.py --bundle /work/bundles/smollm2-int8 --gguf /work/peers/models/smollm2-Q8_0.gguf
+    python scripts/bench_serve.py ... --write-docs     # also rewrite docs/benchmarks.md's server section
+
+Method. Each server runs alone on the machine, with the same threads (2), started as a
+subprocess on a free loopback port and warmed up with one request. For each concurrency C, C
+clients (asyncio tasks in this process, raw HTTP + SSE, so the client costs both servers alike)
+each send ROUNDS chat requests back to back: the same chat prompts for both servers, greedy,
+max_tokens 128, streamed. Time to first token: from sending a request to its first content delta.
+Aggregate tokens/s: every completion token generated (usage from edgelm; llama.cpp's server sends
+no usage in streams, so one token per content chunk, which is what it sends) over the wall time
+of the whole concurrency level. The "direct" row is `LanguageModel.stream` on the same bundle in this
+process, one request after another (the bar for a single client: the HTTP layer should cost
+under 10%). llama-cpp-python's server runs one request at a time; it is
+started with --interrupt_requests False so that a new request does not cut off a running stream
+(its default). CI never runs this.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.progress import Progress
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs" / "benchmarks.md"
+BEGIN, END = "<!-- bench_serve:begin -->", "<!-- bench_serve:end -->"
+PROMPTS = [
+    "Write a short story about a lighthouse keeper.", "Explain how rain forms, step by step.",
+    "List ten uses for a paperclip.", "Describe the city of Paris to a visitor.",
+    "What makes a good cup of tea? Explain.", "Write a poem about the sea.",
+    "Give me advice on learning to program.", "Describe a day in the life of a farmer.",
+]
+console = Console(stderr=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu() -> str:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("flags")), [])
+    wanted = [f for f in flags if f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16")]
+    return f"{model}, {os.cpu_count()} cores (flags: {' '.join(wanted)})"
+
+
+class Peer:
+    def __init__(self, name: str, cmd: list[str], port: int, model: str, counts_usage: bool):
+        self.name, self.cmd, self.port, self.model, self.counts_usage = name, cmd, port, model, counts_usage
+        self.url = f"http://127.0.0.1:{port}"
+
+    def __enter__(self):
+        # its log goes to a file: a pipe nobody reads fills up and blocks a chatty server (llama.cpp's load log)
+        self.log = tempfile.NamedTemporaryFile("w+", prefix=f"bench_serve-{self.name}-", suffix=".log", delete=False)
+        self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"{self.name} exited: {Path(self.log.name).read_text()[-1500:]}")
+            try:
+                if httpx.get(self.url + "/v1/models", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        raise SystemExit(f"{self.name} did not start in 300 s")
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+async def one_request(client: httpx.AsyncClient, peer: Peer, prompt: str, max_tokens: int) -> tuple[float, int]:
+    """(seconds to the first content delta, completion tokens) of one streamed chat request."""
+    body = {"model": peer.model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
+            "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
+    start, first, chunks, usage = time.perf_counter(), None, 0, None
+    async with client.stream("POST", peer.url + "/v1/chat/completions", json=body, timeout=600) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if chunk.get("usage"):
+                usage = chunk["usage"]["completion_tokens"]
+            for choice in chunk.get("choices") or []:
+                if (choice.get("delta") or {}).get("content"):
+                    first = first or time.perf_counter()
+                    chunks += 1
+    return (first or time.perf_counter()) - start, (usage if peer.counts_usage and usage is not None else chunks)
+
+
+async def level(peer: Peer, clients: int, rounds: int, max_tokens: int) -> dict:
+    limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
+    async with httpx.AsyncClient(limits=limits) as client:
+        async def worker(i: int):
+            return [await one_request(client, peer, PROMPTS[(i + r) % len(PROMPTS)], max_tokens) for r in range(rounds)]
+
+        start = time.perf_counter()
+        results = [x for batch in await asyncio.gather(*(worker(i) for i in range(clients))) for x in batch]
+        wall = time.perf_counter() - start
+    ttfts = sorted(t for t, _ in results)
+    tokens = sum(n for _, n in results)
+    return {"clients": clients, "requests": len(results), "tokens": tokens, "wall_s": wall, "tok_s": tokens / wall,
+            "ttft_p50": statistics.median(ttfts), "ttft_p95": ttfts[min(len(ttfts) - 1, int(0.95 * len(ttfts)))]}
+
+
+def direct(args) -> dict:
+    """One client's level without HTTP: LanguageModel.stream in this process, the same prompts and options."""
+    from edgelm.runtime import load
+
+    lm = load(args.bundle, provider="cpu", threads=args.threads)
+    prompts = [[{"role": "user", "content": PROMPTS[r % len(PROMPTS)]}] for r in range(args.rounds)]
+    "".join(lm.stream(prompts[0], max_new_tokens=8, temperature=0))  # warm-up
+    ttfts, tokens, start = [], 0, time.perf_counter()
+    for messages in prompts:
+        sent, stream = time.perf_counter(), lm.stream(messages, max_new_tokens=args.max_tokens, temperature=0)
+        try:
+            next(stream)
+            ttfts.append(time.perf_counter() - sent)
+            while True:
+                next(stream)
+        except StopIteration as finished:
+            tokens += len(finished.value.token_ids)
+    wall = time.perf_counter() - start
+    return {"clients": 1, "requests": len(prompts), "tokens": tokens, "wall_s": wall, "tok_s": tokens / wall,
+            "ttft_p50": statistics.median(ttfts), "ttft_p95": max(ttfts)}
+
+
+def render(rows: dict[str, list[dict]], args) -> str:
+    lines = [
+        "### `edgelm serve` against llama-cpp-python's server (SmolLM2-135M-Instruct, 8-bit)",
+        "",
+        f"Machine: {cpu()}; Python {platform.python_version()}. {args.threads} threads per server, each server alone on the "
+        f"machine; C clients each send {args.rounds} streamed greedy chat requests (max_tokens {args.max_tokens}) back to back. "
+        f"edgelm: `{Path(args.bundle).name}`, --max-batch {args.max_batch}; llama.cpp: `{Path(args.gguf).name}`, "
+        "one request at a time (--interrupt_requests False).",
+        f"Command: `python scripts/bench_serve.py {' '.join(sys.argv[1:])}`.",
+        "",
+        "| server | clients | requests | tokens | aggregate tok/s | TTFT p50 (s) | TTFT p95 (s) | vs its own 1 client | vs llama.cpp, same clients |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    peer = {r["clients"]: r for r in rows.get("llama.cpp", [])}
+    for name, results in rows.items():
+        alone = next((r["tok_s"] for r in results if r["clients"] == 1), None)
+        for r in results:
+            ratio = f"{r['tok_s'] / peer[r['clients']]['tok_s']:.2f}x" if name != "llama.cpp" and r["clients"] in peer else ""
+            own = f"{r['tok_s'] / alone:.2f}x" if alone and r["clients"] > 1 else ""
+            lines.append(f"| {name} | {r['clients']} | {r['requests']} | {r['tokens']} | {r['tok_s']:.1f} | {r['ttft_p50']:.2f} | "
+                         f"{r['ttft_p95']:.2f} | {own} | {ratio} |")
+    direct_row = rows.get("direct (LanguageModel.stream)", [None])[0]
+    served = next((r for r in rows.get("edgelm", []) if r["clients"] == 1), None)
+    if direct_row and served:
+        lines += ["", f"One client through the server: {served['tok_s'] / direct_row['tok_s']:.2f}x the tokens/s of "
+                      "`LanguageModel.stream` called directly."]
+    return "\n".join(lines)
+
+
+def write_docs(table: str) -> None:
+    text = DOCS.read_text()
+    block = f"{BEGIN}\n{table}\n{END}"
+    if BEGIN in text:
+        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip() + "\n\n## Serving many clients (issue 9)\n\n" + block + "\n"
+    DOCS.write_text(text)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bundle", required=True, help="edgelm decoder bundle (the INT8 one)")
+    p.add_argument("--gguf", help="GGUF for llama-cpp-python's server (Q8_0); leave out to run edgelm alone")
+    p.add_argument("--llama-python", default="/work/peers/llama/bin/python", help="venv with llama-cpp-python[server]")
+    p.add_argument("--clients", default="1,4,16")
+    p.add_argument("--rounds", type=int, default=2, help="requests per client per level [2]")
+    p.add_argument("--max-tokens", type=int, default=128)
+    p.add_argument("--max-batch", type=int, default=16)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--write-docs", action="store_true")
+    args = p.parse_args()
+    levels = [int(c) for c in args.clients.split(",")]
+    peers = [Peer("edgelm", [sys.executable, "-m", "edgelm.cli", "serve", args.bundle, "--name", "smol", "--port", "{port}",
+                             "--threads", str(args.threads), "--provider", "cpu", "--max-batch", str(args.max_batch),
+                             "--max-queue", "256"], 0, "smol", True)]
+    if args.gguf:
+        peers.append(Peer("llama.cpp", [args.llama_python, "-m", "llama_cpp.server", "--model", args.gguf, "--n_threads",
+                                        str(args.threads), "--n_threads_batch", str(args.threads), "--model_alias", "smol",
+                                        "--n_ctx", "2048", "--interrupt_requests", "False", "--port", "{port}"], 0, "smol", False))
+    rows: dict[str, list[dict]] = {"direct (LanguageModel.stream)": [direct(args)]}
+    with Progress(console=console) as progress:
+        task = progress.add_task("serving", total=len(peers) * len(levels))
+        for peer in peers:
+            peer.port = free_port()
+            peer.url = f"http://127.0.0.1:{peer.port}"
+            peer.cmd = [c.replace("{port}", str(peer.port)) for c in peer.cmd]
+            with peer:
+                asyncio.run(level(peer, 1, 1, 8))  # warm-up
+                for clients in levels:
+                    progress.update(task, description=f"{peer.name}: {clients} clients")
+                    rows.setdefault(peer.name, []).append(asyncio.run(level(peer, clients, args.rounds, args.max_tokens)))
+                    console.print(f"{peer.name} {clients} clients: {rows[peer.name][-1]}")
+                    progress.advance(task)
+    table = render(rows, args)
+    print(table)
+    if args.write_docs:
+        write_docs(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,418 @@
+"""The HTTP surface: OpenAI's routes and shapes over the served bundles (Starlette).
+
+    GET  /v1/models              POST /v1/chat/completions     POST /v1/completions
+    POST /v1/embeddings          GET  /health                  GET  /metrics (Prometheus text)
+
+/v1/* need `Authorization: Bearer KEY` when the server has a key; /health and /metrics do not
+(probes and scrapers; the server binds to loopback unless told otherwise). Every refusal is
+OpenAI's error body (serve/errors.py). Handlers tokenize and check; the workers generate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hmac
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from edgelm.errors import EdgelmError
+from edgelm.runtime.encoder import Encoder
+from edgelm.runtime.language_model import LanguageModel
+from edgelm.serve.decode_worker import DecodeWorker, Event, Job
+from edgelm.serve.embed_worker import EmbedJob, EmbedWorker
+from edgelm.serve.errors import APIError, bad_request, error_body
+from edgelm.serve.metrics import Metrics
+from edgelm.serve.requests import GenerationRequest, parse_chat, parse_completion, parse_embedding
+from edgelm.serve.worker_thread import QueueFull
+
+log = logging.getLogger("edgelm.serve")
+FINGERPRINT = "edgelm"
+POLL_S = 0.5  # how often a non-streaming request checks that its client is still there
+
+
+@dataclass
+class Settings:
+    api_key: str | None = None
+    max_tokens_cap: int | None = None  # None: the model's context
+    max_body_bytes: int = 4 * 1024 * 1024
+
+
+@dataclass
+class Served:
+    """One bundle under its model name, with the worker that runs it."""
+
+    name: str
+    model: LanguageModel | Encoder
+    worker: DecodeWorker | EmbedWorker
+    created: int
+
+    @property
+    def generates(self) -> bool:
+        return isinstance(self.model, LanguageModel)
+
+
+def create_app(served: list[Served], settings: Settings, metrics: Metrics) -> Starlette:
+    routes = [
+        Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/completions", completions, methods=["POST"]),
+        Route("/v1/embeddings", embeddings, methods=["POST"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/metrics", metrics_text, methods=["GET"]),
+    ]
+    handlers = {APIError: _api_error, HTTPException: _http_error, Exception: _server_error}
+    app = Starlette(routes=routes, exception_handlers=handlers, lifespan=_lifespan)
+    app.state.served = {s.name: s for s in served}
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.draining = False
+    return CountRequests(app, metrics)
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: Starlette):
+    for s in app.state.served.values():
+        s.worker.start()
+    yield
+    app.state.draining = True
+    for s in app.state.served.values():  # in-flight requests have finished (uvicorn waited for them)
+        await run_in_threadpool(s.worker.stop, 10.0)
+
+
+# -- routes ------------------------------------------------------------------------------------
+async def list_models(request: Request) -> JSONResponse:
+    _guard(request)
+    data = [{"id": s.name, "object": "model", "created": s.created, "owned_by": "edgelm"} for s in request.app.state.served.values()]
+    return JSONResponse({"object": "list", "data": data})
+
+
+async def health(request: Request) -> JSONResponse:
+    state = request.app.state
+    dead = [s.name for s in state.served.values() if not s.worker.alive()]
+    status = "draining" if state.draining else "unhealthy" if dead else "ok"
+    body = {"status": status, "models": sorted(state.served)}
+    return JSONResponse(body, 200 if status == "ok" else 503)
+
+
+async def metrics_text(request: Request) -> Response:
+    metrics: Metrics = request.app.state.metrics
+    return Response(metrics.render(), media_type=metrics.content_type)
+
+
+async def chat_completions(request: Request) -> Response:
+    return await _generate(request, parse_chat)
+
+
+async def completions(request: Request) -> Response:
+    return await _generate(request, parse_completion)
+
+
+async def embeddings(request: Request) -> JSONResponse:
+    served, body = await _open(request)
+    req = parse_embedding(body)
+    encoder = _model(request, req.model, generates=False).model
+    if encoder.task != "feature-extraction":
+        raise bad_request(f"model '{req.model}' is a {encoder.task} bundle; /v1/embeddings needs a feature-extraction one", "model")
+    counts = await run_in_threadpool(encoder.count_tokens, req.texts)
+    limit = encoder.manifest.max_context
+    over = [i for i, n in enumerate(counts) if n > limit]
+    if over:
+        raise bad_request(f"input {over[0]} has {counts[over[0]]} tokens; this model's maximum context length is {limit} tokens. "
+                          "Shorten it", "input", "context_length_exceeded")
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+
+    def finish(vectors, error):
+        loop.call_soon_threadsafe(lambda: done.done() or done.set_result((vectors, error)))
+
+    _submit(lambda: served[req.model].worker.submit([EmbedJob(req.texts, finish)]))
+    vectors, error = await done
+    if error:
+        raise APIError(500, error, type="server_error")
+    data = [{"object": "embedding", "index": i, "embedding": _vector(v, req.base64)} for i, v in enumerate(vectors)]
+    usage = {"prompt_tokens": sum(counts), "total_tokens": sum(counts)}
+    return JSONResponse({"object": "list", "data": data, "model": req.model, "usage": usage})
+
+
+# -- generation --------------------------------------------------------------------------------
+async def _generate(request: Request, parse) -> Response:
+    _, body = await _open(request)
+    req: GenerationRequest = parse(body)
+    served = _model(request, req.model, generates=True)
+    lm: LanguageModel = served.model
+    if req.chat and not lm.manifest.chat_template_file:
+        raise bad_request(f"model '{req.model}' has no chat template; send a plain prompt to /v1/completions", "messages")
+    prompts = await run_in_threadpool(_encode, lm, req)
+    max_new = _budget(request, lm, req, prompts)
+    try:
+        params = lm.params(max_new_tokens=max_new, temperature=req.temperature, top_p=req.top_p, seed=req.seed)
+    except EdgelmError as e:
+        raise bad_request(str(e)) from None
+    loop, events = asyncio.get_running_loop(), asyncio.Queue()
+    sink = lambda event: loop.call_soon_threadsafe(events.put_nowait, event)  # noqa: E731  (called from the worker)
+    jobs = [Job(ids, params, req.stop, sink, index=i) for i, ids in enumerate(prompts)]
+    _submit(lambda: served.worker.submit(jobs))
+    shape = Shape(req, "chatcmpl-" if req.chat else "cmpl-")
+    if req.stream:
+        return StreamingResponse(_stream(shape, jobs, events), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    finals = await _collect(request, jobs, events)
+    if finals is None:  # the client went away; nobody reads this
+        return Response(status_code=499)
+    return JSONResponse(shape.whole(finals))
+
+
+def _encode(lm: LanguageModel, req: GenerationRequest) -> list[list[int]]:
+    try:
+        return [lm.encode(p) for p in req.prompts]  # chat: the bundle's template; completions: text with special tokens
+    except EdgelmError as e:
+        raise bad_request(str(e), "messages" if req.chat else "prompt") from None
+
+
+def _budget(request: Request, lm: LanguageModel, req: GenerationRequest, prompts: list[list[int]]) -> int:
+    """max_tokens as asked (checked against the cap and the context), or the bundle's default fitted to both."""
+    limit = lm.manifest.max_context
+    cap = request.app.state.settings.max_tokens_cap or limit
+    longest = max(map(len, prompts))
+    param = "messages" if req.chat else "prompt"
+    if req.max_tokens is not None:
+        if req.max_tokens > cap:
+            raise bad_request(f"'max_tokens' is {req.max_tokens}, over this server's cap of {cap}", "max_tokens")
+        if longest + req.max_tokens > limit:
+            raise bad_request(f"This model's maximum context length is {limit} tokens. However, you requested "
+                              f"{longest + req.max_tokens} tokens ({longest} in the {param}, {req.max_tokens} in the "
+                              "completion). Reduce the prompt or max_tokens.", param, "context_length_exceeded")
+        return req.max_tokens
+    if longest >= limit:
+        raise bad_request(f"This model's maximum context length is {limit} tokens. However, your {param} has "
+                          f"{longest} tokens. Shorten it.", param, "context_length_exceeded")
+    return max(1, min(lm.params().max_new_tokens, cap, limit - longest))
+
+
+async def _collect(request: Request, jobs: list[Job], events: asyncio.Queue) -> list[dict] | None:
+    """Every job's text and last event; None if the client disconnected first (its jobs are cancelled)."""
+    texts, finals, left = [[] for _ in jobs], [None] * len(jobs), len(jobs)
+    try:
+        while left:
+            try:
+                event: Event = await asyncio.wait_for(events.get(), POLL_S)
+            except asyncio.TimeoutError:
+                if await request.is_disconnected():
+                    return None
+                continue
+            if event.error:
+                raise APIError(500, event.error, type="server_error")
+            texts[event.index].append(event.text)
+            if event.finish_reason:
+                finals[event.index] = {"text": "".join(texts[event.index]), "event": event}
+                left -= 1
+        return finals
+    finally:
+        for job in jobs:
+            job.cancel()  # a no-op for jobs that finished: they have left the batch
+
+
+async def _stream(shape: "Shape", jobs: list[Job], events: asyncio.Queue):
+    """Server-sent events: a role chunk, content deltas, a finish chunk per choice, [usage], [DONE].
+
+    A client that disconnects cancels this generator (Starlette), which cancels its jobs: their
+    rows leave the batch at the next step.
+    """
+    try:
+        for job in jobs:
+            yield _sse(shape.first(job.index))
+        left, finals = len(jobs), []
+        while left:
+            event: Event = await events.get()
+            if event.error:
+                yield _sse(error_body(event.error, "server_error"))
+                return
+            if event.text:
+                yield _sse(shape.piece(event.index, event.text))
+            if event.finish_reason:
+                yield _sse(shape.piece(event.index, "", event.finish_reason))
+                finals.append(event)
+                left -= 1
+        if shape.req.include_usage:
+            yield _sse(shape.usage_chunk(finals))
+        yield "data: [DONE]\n\n"
+    finally:
+        for job in jobs:
+            job.cancel()
+
+
+class Shape:
+    """OpenAI's response and chunk objects for chat.completions or completions."""
+
+    def __init__(self, req: GenerationRequest, prefix: str):
+        self.req = req
+        self.base = {"id": prefix + uuid.uuid4().hex, "created": int(time.time()), "model": req.model,
+                     "system_fingerprint": FINGERPRINT}
+
+    def first(self, index: int) -> dict:
+        return self._chunk(index, {"role": "assistant", "content": ""}, None) if self.req.chat else self._chunk(index, "", None)
+
+    def piece(self, index: int, text: str, finish: str | None = None) -> dict:
+        return self._chunk(index, ({"content": text} if text else {}) if self.req.chat else text, finish)
+
+    def _chunk(self, index: int, delta: Any, finish: str | None) -> dict:
+        choice = {"index": index, "delta": delta} if self.req.chat else {"index": index, "text": delta}
+        choice.update(logprobs=None, finish_reason=finish)
+        chunk = dict(self.base, object="chat.completion.chunk" if self.req.chat else "text_completion", choices=[choice])
+        if self.req.include_usage:
+            chunk["usage"] = None
+        return chunk
+
+    def usage_chunk(self, finals: list[Event]) -> dict:
+        return dict(self.base, object="chat.completion.chunk" if self.req.chat else "text_completion", choices=[],
+                    usage=_usage(finals))
+
+    def whole(self, finals: list[dict]) -> dict:
+        choices = []
+        for i, final in enumerate(finals):
+            choice: dict[str, Any] = {"index": i}
+            if self.req.chat:
+                choice["message"] = {"role": "assistant", "content": final["text"], "refusal": None}
+            else:
+                choice["text"] = final["text"]
+            choice.update(logprobs=None, finish_reason=final["event"].finish_reason)
+            choices.append(choice)
+        return dict(self.base, object="chat.completion" if self.req.chat else "text_completion", choices=choices,
+                    usage=_usage([f["event"] for f in finals]))
+
+
+def _usage(finals: list[Event]) -> dict:
+    prompt = sum(e.prompt_tokens for e in finals)
+    completion = sum(e.completion_tokens for e in finals)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _sse(payload: dict) -> str:
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+
+def _vector(v: np.ndarray, as_base64: bool):
+    """OpenAI's two encodings: a list of floats, or base64 of little-endian float32 bytes."""
+    return base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode("ascii") if as_base64 else v.astype(float).tolist()
+
+
+# -- checks shared by the routes -----------------------------------------------------------------
+async def _open(request: Request) -> tuple[dict[str, Served], dict]:
+    """Refuse when draining or unauthenticated; read the JSON body under the size limit."""
+    state = request.app.state
+    if state.draining:
+        raise APIError(503, "the server is shutting down; retry on another instance", type="server_error",
+                       code="server_shutting_down", headers={"Retry-After": "5"})
+    _guard(request)
+    limit = state.settings.max_body_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    try:
+        body = json.loads(b"".join(chunks))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise bad_request(f"the request body is not valid JSON ({e}); send a JSON object") from None
+    if not isinstance(body, dict):
+        raise bad_request(f"the request body must be a JSON object, got {type(body).__name__}")
+    request.state.model = body.get("model") if isinstance(body.get("model"), str) else ""
+    return state.served, body
+
+
+def _too_large(limit: int) -> APIError:
+    return APIError(413, f"the request body is over this server's limit of {limit} bytes", code="request_too_large")
+
+
+def _guard(request: Request) -> None:
+    key = request.app.state.settings.api_key
+    if not key:
+        return
+    given = request.headers.get("authorization", "")
+    token = given[7:] if given.lower().startswith("bearer ") else ""
+    if not hmac.compare_digest(token.encode(), key.encode()):
+        raise APIError(401, "Incorrect or missing API key: send `Authorization: Bearer KEY`", code="invalid_api_key")
+
+
+def _model(request: Request, name: str, generates: bool) -> Served:
+    served = request.app.state.served.get(name)
+    if served is None:
+        raise APIError(404, f"The model '{name}' does not exist; this server has {', '.join(sorted(request.app.state.served))}",
+                       param="model", code="model_not_found")
+    if served.generates != generates:
+        use = "/v1/chat/completions or /v1/completions" if served.generates else "/v1/embeddings"
+        raise bad_request(f"model '{name}' is a {served.model.task} bundle; use {use}", "model")
+    return served
+
+
+def _submit(submit) -> None:
+    try:
+        submit()
+    except QueueFull as e:
+        raise APIError(429, f"{e}; retry shortly", type="rate_limit_error", code="rate_limit_exceeded",
+                       headers={"Retry-After": "1"}) from None
+
+
+async def _api_error(request: Request, e: APIError) -> JSONResponse:
+    return e.response()
+
+
+async def _http_error(request: Request, e: HTTPException) -> JSONResponse:
+    message = {404: f"no route {request.url.path}; see GET /v1/models", 405: f"{request.method} is not allowed on {request.url.path}"}
+    return JSONResponse(error_body(message.get(e.status_code, str(e.detail))), e.status_code)
+
+
+async def _server_error(request: Request, e: Exception) -> JSONResponse:
+    log.exception("unexpected error on %s", request.url.path)
+    return JSONResponse(error_body(f"internal server error: {type(e).__name__}: {e}", "server_error"), 500)
+
+
+# -- request counting --------------------------------------------------------------------------
+KNOWN = {"/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/health", "/metrics"}
+
+
+class CountRequests:
+    """ASGI middleware: edgelm_requests_total{model, endpoint, status} for every HTTP request."""
+
+    def __init__(self, app: Starlette, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+
+    @property
+    def state(self):
+        return self.app.state
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        status = 500
+
+        async def send_status(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            model = scope.get("state", {}).get("model", "")
+            endpoint = scope["path"] if scope["path"] in KNOWN else "other"
+            self.metrics.requests.labels(model if model in self.app.state.served else "", endpoint, str(status)).inc()

@@ -1,0 +1,153 @@
+"""Continuous batching for one decoder bundle: a thread that owns the runtime's open batch.
+
+    worker.submit([Job(...)])       from the event loop; QueueFull when --max-queue jobs already wait
+    loop:  admit waiting jobs into free slots (prefill) -> one step for every running row ->
+           text pieces to each job's sink -> finished or cancelled jobs leave at once
+
+A job that arrives while others decode joins at the next step; one that finishes, or whose client
+went away (`cancel`), frees its slot before the next step, so a waiting job takes it. The thread
+never waits on a client: pieces go to the job's sink (an asyncio queue fed thread-safely), so a slow
+reader cannot stall the batch. Decoding itself is the runtime's: Generator.open (slots, per-row
+options and seeds) and TextRow (detokenizing, stop strings).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from edgelm.errors import EdgelmError
+from edgelm.runtime.generator import STOP, Generator, GeneratorParams
+from edgelm.runtime.language_model import LanguageModel
+from edgelm.runtime.text_row import TextRow
+from edgelm.serve.metrics import Metrics
+from edgelm.serve.worker_thread import WorkerThread
+
+log = logging.getLogger("edgelm.serve")
+FINISH = {"eos": "stop", "stop": "stop", "length": "length", "context": "length"}  # runtime -> OpenAI
+
+
+@dataclass
+class Event:
+    """What a job's sink receives: a text piece, and at the end the finish reason and token counts."""
+
+    index: int  # the choice this belongs to
+    text: str = ""
+    finish_reason: str | None = None  # stop | length, on the job's last event
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error: str | None = None  # the job failed inside the runtime (a server error)
+
+
+@dataclass
+class Job:
+    ids: list[int]
+    params: GeneratorParams
+    stop: tuple[str, ...]
+    sink: Callable[[Event], None]  # must be thread-safe and must not block
+    index: int = 0
+    arrived: float = field(default_factory=time.perf_counter)
+    cancelled: bool = False
+
+    def cancel(self) -> None:
+        """The client went away: the job leaves the batch at the next step (a plain flag: set from the loop, read here)."""
+        self.cancelled = True
+
+
+@dataclass
+class _Running:
+    job: Job
+    text: TextRow
+    last: float  # when its previous token came
+    first: bool = True
+    stopped: bool = False  # a stop string ended it
+
+
+class DecodeWorker(WorkerThread):
+    def __init__(self, name: str, lm: LanguageModel, max_batch: int, max_queue: int, metrics: Metrics):
+        super().__init__("decode", name, max_queue, metrics)
+        self.lm = lm
+        special = lm.manifest.special_tokens
+        self.gen = Generator.open(lm.graph, lm.params(), lm.manifest.max_context, slots=max_batch,
+                                  eos=special.eos, pad=special.pad)
+        self._running: dict[int, _Running] = {}
+
+    def _loop(self) -> None:
+        def take(waiting) -> list[Job]:  # as many as there are free slots
+            return [waiting.popleft() for _ in range(min(self.gen.batch - len(self._running), len(waiting)))]
+
+        while (admitted := self._next_jobs(bool(self._running), take)) is not None:
+            try:
+                for job in admitted:
+                    self._admit(job)
+                if self._running:
+                    self._step()
+            except Exception as e:  # a bug or an onnxruntime failure: fail the jobs, keep serving
+                log.exception("decode step failed for %s", self.name)
+                self._fail_all(f"the model failed while generating: {e}")
+            self.metrics.running.labels(self.name).set(len(self._running))
+
+    def _admit(self, job: Job) -> None:
+        if job.cancelled:
+            return
+        try:
+            row = self.gen.add_row(job.ids, job.params)  # prefill into a free slot
+        except Exception as e:  # EdgelmError: bad ids (the app checks first); anything else: the model failed
+            if not isinstance(e, EdgelmError):
+                log.exception("prefill failed for %s", self.name)
+            _send(job, Event(job.index, error=str(e)))
+            return
+        self._running[row] = _Running(job, TextRow(self.lm.tokenizer, job.stop), last=time.perf_counter())
+
+    def _step(self) -> None:
+        self.gen.generate_next_token()  # one token for every running row
+        now = time.perf_counter()
+        for row, run in list(self._running.items()):
+            if run.job.cancelled:
+                self._leave(row)
+                continue
+            piece, stopped = run.text.feed(self.gen.get_new_tokens(row))
+            if stopped:
+                run.stopped = True
+                self.gen.stop_row(row)
+            self._time_token(run, now)
+            reason = self.gen.finish_reason(row)
+            if reason is None:
+                if piece:
+                    _send(run.job, Event(run.job.index, piece))
+                continue
+            if not run.stopped and reason != STOP:
+                tail, run.stopped = run.text.finish()
+                piece += tail
+            completion = len(self.gen.get_new_tokens(row))
+            finish = "stop" if run.stopped else FINISH[reason]
+            _send(run.job, Event(run.job.index, piece, finish, len(run.job.ids), completion))
+            self.metrics.prompt_tokens.labels(self.name).inc(len(run.job.ids))
+            self.metrics.completion_tokens.labels(self.name).inc(completion)
+            self._leave(row)
+
+    def _time_token(self, run: _Running, now: float) -> None:
+        if run.first:
+            self.metrics.ttft.labels(self.name).observe(now - run.job.arrived)
+            run.first = False
+        else:
+            self.metrics.per_token.labels(self.name).observe(now - run.last)
+        run.last = now
+
+    def _leave(self, row: int) -> None:
+        self.gen.release_row(row)
+        del self._running[row]
+
+    def _fail_all(self, message: str) -> None:
+        for row, run in list(self._running.items()):
+            _send(run.job, Event(run.job.index, error=message))
+            self._leave(row)
+
+
+def _send(job: Job, event: Event) -> None:
+    try:
+        job.sink(event)
+    except RuntimeError:  # the event loop is gone (shutdown): nobody is listening
+        job.cancel()

@@ -1,0 +1,89 @@
+"""`edgelm serve`: load the bundles, start a worker per bundle, run uvicorn until SIGTERM or Ctrl-C.
+
+SIGTERM (or SIGINT) drains: the listening socket closes (new connections are refused), requests
+that arrive on open connections get 503, in-flight requests run to their end for up to
+--drain-timeout seconds, then the workers stop and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgelm.errors import EdgelmError
+
+log = logging.getLogger("edgelm.serve")
+
+
+class ServeError(EdgelmError):
+    """The server cannot start as asked (a missing extra, a bad bundle, a duplicate model name)."""
+
+
+@dataclass
+class Options:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = None
+    max_batch: int = 8
+    max_queue: int = 64
+    max_tokens_cap: int | None = None
+    max_body_bytes: int = 4 * 1024 * 1024
+    threads: int | None = None
+    provider: str = "auto"
+    fast: bool = False  # hash only small files at load
+    drain_timeout: float = 30.0
+
+
+def build(bundles: list[Path], names: list[str], options: Options):
+    """The ASGI app serving BUNDLES (names: --name values in order, else each folder's name)."""
+    try:
+        from edgelm.serve.app import Served, Settings, create_app
+        from edgelm.serve.decode_worker import DecodeWorker
+        from edgelm.serve.embed_worker import EmbedWorker
+        from edgelm.serve.metrics import Metrics
+    except ImportError as e:
+        raise ServeError(f"edgelm serve needs the serve extra ({e.name} is missing): pip install 'edgelm[serve]'") from None
+    from edgelm.runtime import load
+    from edgelm.runtime.language_model import LanguageModel
+
+    if len(names) > len(bundles):
+        raise ServeError(f"{len(names)} --name values for {len(bundles)} bundles; give at most one per bundle")
+    if options.max_batch < 1 or options.max_queue < 1:
+        raise ServeError("--max-batch and --max-queue must be at least 1")
+    chosen = [names[i] if i < len(names) else Path(b).resolve().name for i, b in enumerate(bundles)]
+    twice = sorted({n for n in chosen if chosen.count(n) > 1})
+    if twice:
+        raise ServeError(f"two bundles would be served as {', '.join(twice)}; give each a --name")
+    metrics, served = Metrics(), []
+    for name, path in zip(chosen, bundles):
+        model = load(path, provider=options.provider, threads=options.threads, fast=options.fast)
+        worker = (DecodeWorker(name, model, options.max_batch, options.max_queue, metrics) if isinstance(model, LanguageModel)
+                  else EmbedWorker(name, model, options.max_queue, metrics))
+        served.append(Served(name, model, worker, int(time.time())))
+    settings = Settings(api_key=options.api_key or None, max_tokens_cap=options.max_tokens_cap,
+                        max_body_bytes=options.max_body_bytes)
+    return create_app(served, settings, metrics)
+
+
+def serve(bundles: list[Path], names: list[str], options: Options) -> None:
+    try:
+        import uvicorn
+    except ImportError:
+        raise ServeError("edgelm serve needs the serve extra: pip install 'edgelm[serve]'") from None
+    app = build(bundles, names, options)
+
+    class DrainingServer(uvicorn.Server):
+        def handle_exit(self, sig, frame):  # SIGTERM / SIGINT: refuse new requests on open connections too
+            app.state.draining = True
+            super().handle_exit(sig, frame)
+            self._captured_signals.clear()  # a drained stop exits 0 (uvicorn would re-raise the signal after it)
+
+    config = uvicorn.Config(app, host=options.host, port=options.port, log_level="warning",
+                            timeout_graceful_shutdown=options.drain_timeout, access_log=False)
+    server = DrainingServer(config)
+    models = ", ".join(app.state.served)
+    print(f"edgelm serve: http://{options.host}:{options.port}/v1 (models: {models}); Ctrl-C or SIGTERM drains and stops",
+          flush=True)
+    server.run()

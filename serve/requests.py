@@ -1,0 +1,163 @@
+"""Request bodies of the OpenAI API, checked field by field into typed requests.
+
+Every problem is a 400 naming the field (`param`) in OpenAI's error body; fields this server does
+not implement are refused by name when they would change the answer (n > 1, logprobs, tools),
+and ignored when they only tune an OpenAI-side feature (user, store, metadata).
+Sampling ranges are OpenAI's (temperature 0..2, top_p in (0, 1]); an unset field takes the bundle's
+generation defaults, as `LanguageModel.generate` does.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from edgelm.serve.errors import bad_request
+
+MAX_STOPS = 4  # OpenAI's limit on stop strings
+ROLES = {"system", "user", "assistant", "tool", "developer"}  # developer is OpenAI's newer name for system
+UNSUPPORTED = {  # field -> value that is fine (anything else gets a 400)
+    "logprobs": (None, False), "top_logprobs": (None, 0), "tools": (None, []), "tool_choice": (None, "none"),
+    "functions": (None, []), "echo": (None, False), "suffix": (None, ""), "best_of": (None, 1),
+    "response_format": (None, {"type": "text"}), "logit_bias": (None, {}),
+}
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    model: str
+    prompts: list[Any]  # chat: one list of messages; completions: one or more strings
+    chat: bool
+    max_tokens: int | None
+    temperature: float | None
+    top_p: float | None
+    seed: int | None
+    stop: tuple[str, ...]
+    stream: bool
+    include_usage: bool
+
+
+@dataclass(frozen=True)
+class EmbeddingRequest:
+    model: str
+    texts: list[str]
+    single: bool
+    base64: bool
+
+
+def model_name(body: dict) -> str:
+    name = body.get("model")
+    if not isinstance(name, str) or not name:
+        raise bad_request("'model' is required: the name of a served model (GET /v1/models lists them)", "model")
+    return name
+
+
+def parse_chat(body: dict) -> GenerationRequest:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise bad_request("'messages' must be a non-empty list of {\"role\", \"content\"} objects", "messages")
+    return _generation(body, [[_message(m, i) for i, m in enumerate(messages)]], chat=True)
+
+
+def parse_completion(body: dict) -> GenerationRequest:
+    prompt = body.get("prompt")
+    prompts = [prompt] if isinstance(prompt, str) else prompt
+    if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
+        raise bad_request("'prompt' must be a string or a non-empty list of strings (token arrays are not supported)", "prompt")
+    for i, p in enumerate(prompts):
+        if not p.strip():
+            raise bad_request(f"prompt {i} is empty; send some text", "prompt")
+    return _generation(body, prompts, chat=False)
+
+
+def parse_embedding(body: dict) -> EmbeddingRequest:
+    text = body.get("input")
+    texts = [text] if isinstance(text, str) else text
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+        raise bad_request("'input' must be a string or a non-empty list of strings (token arrays are not supported)", "input")
+    if any(not t for t in texts):
+        raise bad_request("'input' holds an empty string; send some text", "input")
+    fmt = body.get("encoding_format", "float")
+    if fmt not in ("float", "base64", None):
+        raise bad_request(f"'encoding_format' must be 'float' or 'base64', got {fmt!r}", "encoding_format")
+    if body.get("dimensions") is not None:
+        raise bad_request("'dimensions' is not supported: this model's vectors have a fixed size", "dimensions")
+    return EmbeddingRequest(model_name(body), texts, isinstance(text, str), fmt == "base64")
+
+
+def _generation(body: dict, prompts: list[Any], chat: bool) -> GenerationRequest:
+    _refuse_unsupported(body)
+    n = body.get("n", 1)
+    if n not in (1, None) or isinstance(n, bool):
+        raise bad_request(f"'n' must be 1 (one choice per prompt), got {n!r}", "n")
+    limit = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+    stream = _typed(body, "stream", bool, False)
+    options = _typed(body, "stream_options", dict, None) or {}
+    include_usage = options.get("include_usage", False)
+    if not isinstance(include_usage, bool):
+        raise bad_request("'stream_options.include_usage' must be true or false", "stream_options")
+    return GenerationRequest(
+        model=model_name(body), prompts=prompts, chat=chat,
+        max_tokens=_whole(body, limit, low=1),
+        temperature=_number(body, "temperature", 0.0, 2.0, low_open=False),
+        top_p=_number(body, "top_p", 0.0, 1.0, low_open=True),
+        seed=_whole(body, "seed", low=None),
+        stop=_stops(body.get("stop")), stream=stream, include_usage=include_usage,
+    )
+
+
+def _message(m: Any, i: int) -> dict[str, str]:
+    """One chat message; content as a string or a list of text parts (OpenAI's two shapes)."""
+    if not isinstance(m, dict) or m.get("role") not in ROLES:
+        raise bad_request(f"messages[{i}] must be an object with a role in {', '.join(sorted(ROLES))}", "messages")
+    content = m.get("content")
+    if isinstance(content, list):
+        if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in content):
+            raise bad_request(f"messages[{i}].content parts must all be {{\"type\": \"text\", \"text\": ...}}", "messages")
+        content = "".join(p["text"] for p in content)
+    if not isinstance(content, str):
+        raise bad_request(f"messages[{i}].content must be a string or a list of text parts", "messages")
+    return {"role": "system" if m["role"] == "developer" else m["role"], "content": content}
+
+
+def _refuse_unsupported(body: dict) -> None:
+    for name, fine in UNSUPPORTED.items():
+        if name in body and body[name] not in fine:
+            raise bad_request(f"'{name}' is not supported by this server; leave it out", name)
+
+
+def _typed(body: dict, name: str, kind: type, default: Any) -> Any:
+    value = body.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, kind):
+        raise bad_request(f"'{name}' must be {kind.__name__}, got {type(value).__name__}", name)
+    return value
+
+
+def _whole(body: dict, name: str, low: int | None) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or (low is not None and value < low):
+        raise bad_request(f"'{name}' must be a whole number{f' >= {low}' if low is not None else ''}, got {value!r}", name)
+    return value
+
+
+def _number(body: dict, name: str, low: float, high: float, low_open: bool) -> float | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or not ((low < value) if low_open else (low <= value)) or value > high:
+        bounds = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+        raise bad_request(f"'{name}' must be a number in {bounds}, got {value!r}", name)
+    return float(value)
+
+
+def _stops(stop: Any) -> tuple[str, ...]:
+    stops = [] if stop is None else [stop] if isinstance(stop, str) else stop
+    if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops) or len(stops) > MAX_STOPS:
+        raise bad_request(f"'stop' must be a non-empty string or a list of up to {MAX_STOPS} of them", "stop")
+    return tuple(stops)
