@@ -78,7 +78,7 @@ def serve(bundles: list[Path], names: list[str], options: Options) -> None:
         def handle_exit(self, sig, frame):  # SIGTERM / SIGINT: refuse new requests on open connections too
             app.state.draining = True
             super().handle_exit(sig, frame)
-            self._captured_signals.clear()  # a drained stop exits 0 (uvicorn would re-raise the signal after it)
+            getattr(self, "_captured_signals", []).clear()  # a drained stop exits 0 (uvicorn >= 0.29 re-raises the signal)
 
     config = uvicorn.Config(app, host=options.host, port=options.port, log_level="warning",
                             timeout_graceful_shutdown=options.drain_timeout, access_log=False)
