@@ -6,7 +6,6 @@ Speed ratios are recorded by quantize but not asserted here: a shared machine ma
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest
