@@ -76,7 +76,7 @@ class Generator:
         self.pad = pad if pad is not None else (min(eos) if eos else 0)
         self._sample = make_sampler(params.temperature, params.top_k, params.top_p, params.seed)
         self._own: dict[int, tuple[GeneratorParams, Sampler]] = {}  # rows added with their own options
-        self._free = np.zeros(0, dtype=bool)  # (slots,) open-batch slots holding no sequence
+        self._open = False  # an open batch (Generator.open): its free slots have the reason FREE
         self._cache: KVCache | None = None
         self._rows: list[list[int]] = []  # real tokens of each row: prompt + generated
         self._prompt_lengths: list[int] = []
@@ -93,7 +93,7 @@ class Generator:
         slot, so rows of any lengths need no padding. Appending to a finished generator
         continues it (a chat's next turn): every row is live again.
         """
-        if self._free.size:
+        if self._open:
             raise GenerationError("append_tokens works on a fixed batch; an open batch takes rows with add_row")
         rows = _as_rows(tokens)
         self._check_ids(rows, "append_tokens")
@@ -131,7 +131,7 @@ class Generator:
         gen._rows = [[] for _ in range(slots)]
         gen._prompt_lengths = [0] * slots
         gen._reasons = [FREE] * slots
-        gen._free = np.ones(slots, dtype=bool)
+        gen._open = True
         gen._logits = np.zeros((slots, graph.vocab_size), dtype=np.float32)
         return gen
 
@@ -140,9 +140,10 @@ class Generator:
 
         PARAMS (default: the generator's) are this row's own: its sampler and seed are not shared.
         """
-        if not self._free.any():
+        free = [i for i, reason in enumerate(self._reasons) if reason == FREE]
+        if not free:
             raise GenerationError(f"every one of the {self.batch} slots holds a sequence; release_row one first"
-                                  if self._free.size else "add_row needs an open batch (Generator.open)")
+                                  if self._open else "add_row needs an open batch (Generator.open)")
         rows = _as_rows(tokens)
         if len(rows) != 1:
             raise GenerationError(f"add_row takes one row of token ids, got {len(rows)} rows")
@@ -151,12 +152,11 @@ class Generator:
         if len(ids) > self.max_context:
             raise GenerationError(f"a prompt of {len(ids)} tokens leaves no room under the model's limit of "
                                   f"{self.max_context}; shorten it")
-        row = int(np.flatnonzero(self._free)[0])
+        row = free[0]
         params = params or self.params
         self._cache.clear(row)
         self._logits[row] = self.graph.extend(self._cache, row, ids)[-1]  # (vocab,) after the prompt
         self._rows[row], self._prompt_lengths[row], self._reasons[row] = list(ids), len(ids), None
-        self._free[row] = False
         self._own[row] = (params, make_sampler(params.temperature, params.top_k, params.top_p, params.seed))
         if self._pending is not None and row < len(self._pending):
             self._filler[row] = True  # nothing of this row waits to be fed
@@ -164,9 +164,8 @@ class Generator:
 
     def release_row(self, row: int) -> None:
         """Free ROW's slot (its sequence finished, or its caller went away); its tokens are forgotten."""
-        if not self._free.size:
+        if not self._open:
             raise GenerationError("release_row works on an open batch (Generator.open)")
-        self._free[row] = True
         self._reasons[row] = FREE
         self._rows[row], self._prompt_lengths[row] = [], 0
         self._own.pop(row, None)
@@ -204,7 +203,7 @@ class Generator:
             raise GenerationError("every row has finished; append_tokens to continue, or start a new generator")
         if self._pending is not None:
             self._feed_pending()
-        width = int(np.flatnonzero(~self._free)[-1]) + 1 if self._free.size else self.batch  # slots up to the last in use
+        width = 1 + max(i for i, reason in enumerate(self._reasons) if reason != FREE)  # slots up to the last in use
         chosen = self._choose(width)
         self._filler = np.asarray([r is not None for r in self._reasons[:width]], dtype=bool)
         chosen[self._filler] = self.pad
@@ -216,7 +215,7 @@ class Generator:
     def _choose(self, width: int) -> np.ndarray:
         """(width,) ids: one batched draw for the rows on the generator's options, one per row with its own."""
         chosen = np.full(width, self.pad, dtype=np.int64)
-        shared = [i for i in range(width) if i not in self._own and not self._free[i]] if self._free.size else list(range(width))
+        shared = [i for i in range(width) if i not in self._own and self._reasons[i] != FREE]
         if shared:
             scores = apply_repetition_penalty(self._logits[shared], [self._rows[i] for i in shared], self.params.repetition_penalty)
             chosen[shared] = self._sample(scores)

@@ -122,9 +122,9 @@ async def completions(request: Request) -> Response:
 
 
 async def embeddings(request: Request) -> JSONResponse:
-    served, body = await _open(request)
-    req = parse_embedding(body)
-    encoder = _model(request, req.model, generates=False).model
+    req = parse_embedding(await _open(request))
+    target = _model(request, req.model, generates=False)
+    encoder = target.model
     if encoder.task != "feature-extraction":
         raise bad_request(f"model '{req.model}' is a {encoder.task} bundle; /v1/embeddings needs a feature-extraction one", "model")
     counts = await run_in_threadpool(encoder.count_tokens, req.texts)
@@ -139,7 +139,7 @@ async def embeddings(request: Request) -> JSONResponse:
     def finish(vectors, error):
         loop.call_soon_threadsafe(lambda: done.done() or done.set_result((vectors, error)))
 
-    _submit(lambda: served[req.model].worker.submit([EmbedJob(req.texts, finish)]))
+    _submit(lambda: target.worker.submit([EmbedJob(req.texts, finish)]))
     vectors, error = await done
     if error:
         raise APIError(500, error, type="server_error")
@@ -150,8 +150,7 @@ async def embeddings(request: Request) -> JSONResponse:
 
 # -- generation --------------------------------------------------------------------------------
 async def _generate(request: Request, parse) -> Response:
-    _, body = await _open(request)
-    req: GenerationRequest = parse(body)
+    req: GenerationRequest = parse(await _open(request))
     served = _model(request, req.model, generates=True)
     lm: LanguageModel = served.model
     if req.chat and not lm.manifest.chat_template_file:
@@ -311,7 +310,7 @@ def _vector(v: np.ndarray, as_base64: bool):
 
 
 # -- checks shared by the routes -----------------------------------------------------------------
-async def _open(request: Request) -> tuple[dict[str, Served], dict]:
+async def _open(request: Request) -> dict:
     """Refuse when draining or unauthenticated; read the JSON body under the size limit."""
     state = request.app.state
     if state.draining:
@@ -335,7 +334,7 @@ async def _open(request: Request) -> tuple[dict[str, Served], dict]:
     if not isinstance(body, dict):
         raise bad_request(f"the request body must be a JSON object, got {type(body).__name__}")
     request.state.model = body.get("model") if isinstance(body.get("model"), str) else ""
-    return state.served, body
+    return body
 
 
 def _too_large(limit: int) -> APIError:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from edgelm.errors import EdgelmError
-from edgelm.runtime.generator import STOP, Generator, GeneratorParams
+from edgelm.runtime.generator import Generator, GeneratorParams
 from edgelm.runtime.language_model import LanguageModel
 from edgelm.runtime.text_row import TextRow
 from edgelm.serve.metrics import Metrics
@@ -118,7 +118,7 @@ class DecodeWorker(WorkerThread):
                 if piece:
                     _send(run.job, Event(run.job.index, piece))
                 continue
-            if not run.stopped and reason != STOP:
+            if not run.stopped:  # a STOP reason comes only from a stop string, which set run.stopped
                 tail, run.stopped = run.text.finish()
                 piece += tail
             completion = len(self.gen.get_new_tokens(row))
