@@ -11,12 +11,14 @@ from pathlib import Path
 
 import click
 
-from edgelm.errors import EdgelmError
+from edgelm.errors import EdgelmError, GenerationError
+from edgelm.extras import require_extra
 from edgelm.runtime.manifest import TASKS
 
 
 def one_line_errors(fn):
-    """Turn an EdgelmError into `error: ...` on stderr and exit code 1, never a traceback."""
+    """Turn an EdgelmError into `error: ...` on stderr and exit code 1, Ctrl-C (or SIGTERM while a
+    bundle is written, edgelm.staging) into `error: interrupted ...` and exit code 130; never a traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -25,6 +27,13 @@ def one_line_errors(fn):
         except EdgelmError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(1)
+        except KeyboardInterrupt as e:
+            click.echo(f"error: {str(e) or 'interrupted'}", err=True)
+            # CPython marks a KeyboardInterrupt that left a string exec (dataclasses build methods
+            # so) as unhandled even once caught, and `python -m` then dies of SIGINT instead of
+            # exiting 130; every string exec clears the mark first.
+            exec("pass", {})
+            sys.exit(130)
 
     return wrapper
 
@@ -44,6 +53,7 @@ def cli():
 @one_line_errors
 def export_cmd(src: Path, out: Path, task: str | None, force: bool, opset: int | None):
     """Export a checkpoint folder or .gguf file to a verified bundle."""
+    require_extra("export", "export")
     from edgelm.export import export
 
     manifest = export(src, out, task, force=force, opset=opset)
@@ -58,12 +68,13 @@ def export_cmd(src: Path, out: Path, task: str | None, force: bool, opset: int |
 @click.option("--json", "as_json", is_flag=True, help="Print manifest.json as it is.")
 @click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Report the execution provider this choice resolves to here.")
+@click.option("--threads", type=click.IntRange(min=0), default=None, help="Report the thread count this choice gives here.")
 @one_line_errors
-def inspect_cmd(bundle: Path, fast: bool, as_json: bool, provider: str):
+def inspect_cmd(bundle: Path, fast: bool, as_json: bool, provider: str, threads: int | None):
     """Show a bundle's manifest, I/O, KV layout and checks, and verify its files."""
     from edgelm.report import print_inspection
 
-    print_inspection(bundle, fast=fast, as_json=as_json, provider=provider)
+    print_inspection(bundle, fast=fast, as_json=as_json, provider=provider, threads=threads)
 
 
 @cli.command("quantize")
@@ -95,6 +106,7 @@ def quantize_cmd(src: Path, out: Path, method: str | None, calibration_file: Pat
                  keep_float: tuple[str, ...], block_size: int | None, algorithm: str, smoothing: float | None, kv_cache: str, per_tensor: bool,
                  no_gate: bool, force: bool):
     """Quantize a float bundle to INT8/INT4, gate it against the float bundle, print what it did."""
+    require_extra("quantize", "quantize")
     from edgelm.quantize import Calibration, Method, QuantizeOptions, default_method, quantize
     from edgelm.report import print_quantize_summary
     from edgelm.runtime.manifest import read_manifest
@@ -112,10 +124,11 @@ def quantize_cmd(src: Path, out: Path, method: str | None, calibration_file: Pat
 
 # -- running bundles (edgelm.runtime only: these commands work on a box without torch) ---------
 def runtime_options(fn):
-    """--provider, --threads and --fast, shared by every command that runs a bundle."""
+    """--provider, --threads, --fast and --verbose, shared by every command that runs a bundle."""
+    fn = click.option("--verbose", "-v", is_flag=True, help="Say which provider and how many threads run the bundle.")(fn)
     fn = click.option("--fast", is_flag=True, help="Check large files' sizes only, not their hashes (quicker start).")(fn)
     fn = click.option("--threads", type=click.IntRange(min=0), default=None,
-                      help="onnxruntime intra-op threads (default: its own choice).")(fn)
+                      help="onnxruntime intra-op threads; 0 = its own choice [default: the CPUs this process may use].")(fn)
     fn = click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
                       help="Execution provider; auto = CUDA when available, else CPU.")(fn)
     return fn
@@ -137,12 +150,16 @@ def sampling_options(fn):
     return fn
 
 
-def _load(bundle: Path, provider: str, threads: int | None, fast: bool):
+def _load(bundle: Path, provider: str, threads: int | None, fast: bool, verbose: bool = False):
     from edgelm.runtime import load
 
     front_end = load(bundle, provider=provider, threads=threads, fast=fast)
     for note in front_end.bundle.file_notes:  # what --fast skipped
         click.echo(f"note: {note}", err=True)
+    if verbose or provider == "cuda":  # CPU is the normal case on an edge box: said only when asked
+        from edgelm.console import runs_on
+
+        click.echo(f"note: {runs_on(front_end.bundle)}", err=True)
     return front_end
 
 
@@ -162,11 +179,13 @@ def _generation_kwargs(options: dict) -> dict:
 @click.option("--stats", is_flag=True, help="Print tokens, time to first token and tokens/s to stderr.")
 @one_line_errors
 def generate_cmd(bundle: Path, prompt: str, chat: bool | None, provider: str, threads: int | None, fast: bool,
-                 stats: bool, **options):
-    """Generate text from PROMPT with a decoder bundle, streamed to stdout."""
+                 verbose: bool, stats: bool, **options):
+    """Generate text from PROMPT (- = read it from stdin) with a decoder bundle, streamed to stdout."""
     from edgelm.console import stream_reply
 
-    lm = _load(bundle, provider, threads, fast)
+    if prompt == "-":
+        prompt = _decoded(sys.stdin.buffer.read(), "stdin")
+    lm = _load(bundle, provider, threads, fast, verbose)
     use_chat = chat if chat is not None else bool(getattr(lm, "manifest").chat_template_file)
     stream_reply(lm, prompt, chat=use_chat, stats=stats, **_generation_kwargs(options))
 
@@ -177,22 +196,42 @@ def generate_cmd(bundle: Path, prompt: str, chat: bool | None, provider: str, th
 @sampling_options
 @runtime_options
 @one_line_errors
-def chat_cmd(bundle: Path, system: str | None, provider: str, threads: int | None, fast: bool, **options):
+def chat_cmd(bundle: Path, system: str | None, provider: str, threads: int | None, fast: bool, verbose: bool, **options):
     """Talk to a decoder bundle through its chat template (/reset clears, /exit or Ctrl-D quits)."""
     from edgelm.console import chat_loop
 
-    chat_loop(_load(bundle, provider, threads, fast), system, **_generation_kwargs(options))
+    chat_loop(_load(bundle, provider, threads, fast, verbose), system, **_generation_kwargs(options))
 
 
 def _texts(texts: tuple[str, ...], file: Path | None) -> list[str]:
-    """TEXTS from the command line, or one per line from FILE ('-' = stdin)."""
+    """TEXTS from the command line, then one per line from FILE ('-' = stdin); blank lines are skipped."""
     if file is not None:
-        stream = click.open_file(str(file), encoding="utf-8")
-        lines = [line.rstrip("\n") for line in stream if line.strip()]
-        return [*texts, *lines]
+        texts = (*texts, *_lines_of(file))
     if not texts:
-        raise click.UsageError("give texts as arguments or --file FILE (one per line, - for stdin)")
+        raise GenerationError("no texts: give them as arguments or --file FILE (UTF-8, one per line, - for stdin)"
+                              if file is None else f"{file} holds no texts (only blank lines); give one text per line")
     return list(texts)
+
+
+def _lines_of(file: Path) -> list[str]:
+    """FILE's non-blank lines, or one clear error when it is not UTF-8 text."""
+    try:
+        with click.open_file(str(file), "rb") as stream:
+            data = stream.read()
+    except OSError as e:
+        raise GenerationError(f"cannot read {file}: {e.strerror or e}") from None
+    if b"\0" in data:
+        raise GenerationError(f"{file} holds NUL bytes: it is a binary file, not text; give a UTF-8 text file, one text per line")
+    return [line for line in _decoded(data, str(file)).splitlines() if line.strip()]
+
+
+def _decoded(data: bytes, source: str) -> str:
+    """DATA as UTF-8 text (a leading byte-order mark from Windows editors dropped), or one clear error."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise GenerationError(f"{source} is not UTF-8 text (byte {e.start} is {data[e.start:e.start + 1]!r}); "
+                              "save it as UTF-8") from None
 
 
 def _print_json_lines(rows) -> None:
@@ -210,10 +249,10 @@ def _print_json_lines(rows) -> None:
 @runtime_options
 @one_line_errors
 def embed_cmd(bundle: Path, texts: tuple[str, ...], file: Path | None, batch_size: int, provider: str,
-              threads: int | None, fast: bool):
+              threads: int | None, fast: bool, verbose: bool):
     """Print one JSON line {"text", "embedding"} per text (the bundle's pooling and normalisation)."""
     texts = _texts(texts, file)
-    vectors = _load(bundle, provider, threads, fast).embed(texts, batch_size=batch_size)
+    vectors = _load(bundle, provider, threads, fast, verbose).embed(texts, batch_size=batch_size)
     _print_json_lines({"text": t, "embedding": [round(float(x), 7) for x in v]} for t, v in zip(texts, vectors))
 
 
@@ -225,10 +264,10 @@ def embed_cmd(bundle: Path, texts: tuple[str, ...], file: Path | None, batch_siz
 @runtime_options
 @one_line_errors
 def classify_cmd(bundle: Path, texts: tuple[str, ...], file: Path | None, top_k: int, provider: str,
-                 threads: int | None, fast: bool):
+                 threads: int | None, fast: bool, verbose: bool):
     """Print one JSON line per text: its labels and scores (or, for a token classifier, each token's)."""
     texts = _texts(texts, file)
-    encoder = _load(bundle, provider, threads, fast)
+    encoder = _load(bundle, provider, threads, fast, verbose)
     if getattr(encoder, "task", None) == "token-classification":
         _print_json_lines({"text": t, "tokens": r} for t, r in zip(texts, encoder.classify_tokens(texts)))
     else:
@@ -241,9 +280,10 @@ def classify_cmd(bundle: Path, texts: tuple[str, ...], file: Path | None, top_k:
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Candidates per mask.")
 @runtime_options
 @one_line_errors
-def fill_mask_cmd(bundle: Path, texts: tuple[str, ...], top_k: int, provider: str, threads: int | None, fast: bool):
+def fill_mask_cmd(bundle: Path, texts: tuple[str, ...], top_k: int, provider: str, threads: int | None, fast: bool,
+                  verbose: bool):
     """Print one JSON line per text: the likeliest fillers of each mask token."""
-    results = _load(bundle, provider, threads, fast).fill_mask(list(texts), top_k=top_k)
+    results = _load(bundle, provider, threads, fast, verbose).fill_mask(list(texts), top_k=top_k)
     _print_json_lines({"text": t, "masks": r} for t, r in zip(texts, results))
 
 
@@ -268,6 +308,7 @@ def fill_mask_cmd(bundle: Path, texts: tuple[str, ...], top_k: int, provider: st
 @one_line_errors
 def serve_cmd(bundles: tuple[Path, ...], names: tuple[str, ...], **options):
     """Serve bundles over OpenAI's HTTP API (chat, completions, embeddings), batching across clients."""
+    require_extra("serve", "serve")
     from edgelm.serve.main import Options, serve
 
     serve(list(bundles), list(names), Options(**options))
@@ -277,7 +318,10 @@ def main():
     import warnings
 
     warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"  # one line, no source echo
-    cli(prog_name="edgelm")
+    try:
+        cli(prog_name="edgelm")
+    except KeyboardInterrupt:  # Ctrl-C outside a command (while click parses): no traceback
+        sys.exit(130)
 
 
 if __name__ == "__main__":

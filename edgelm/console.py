@@ -26,12 +26,25 @@ def stream_reply(lm: Any, prompt: Any, chat: bool, stats: bool = False, **option
     click.echo()
     if stats:
         click.echo(f"[{len(done.token_ids)} tokens ({done.finish_reason}), first after {done.first_token_seconds:.2f} s, "
-                   f"then {done.decode_tokens_per_second:.1f} tokens/s, provider {lm.provider}]", err=True)
+                   f"then {done.decode_tokens_per_second:.1f} tokens/s, {runs_on(lm.bundle)}]", err=True)
     return done.text
 
 
+def runs_on(bundle: Any) -> str:
+    """'provider cpu (auto: ...), 2 threads (affinity 2 CPUs, no CPU quota)', for --verbose and --stats."""
+    count = bundle.threads.count
+    return f"provider {bundle.provider_note}, {count} thread{'' if count == 1 else 's'} ({bundle.threads.reason})"
+
+
 def chat_loop(lm: Any, system: str | None = None, **options: Any) -> None:
-    """Read a user line, stream the reply, keep the history; /reset clears it, /exit or EOF ends."""
+    """Read a user line, stream the reply, keep the history; /reset clears it, /exit, EOF or Ctrl-C ends."""
+    try:
+        _converse(lm, system, **options)
+    except KeyboardInterrupt:  # Ctrl-C is how many people leave a chat: end it, no traceback
+        click.echo()
+
+
+def _converse(lm: Any, system: str | None = None, **options: Any) -> None:
     if not lm.manifest.chat_template_file:
         raise GenerationError(f"{lm.bundle.folder} has no chat template; use `edgelm generate --raw` instead")
     start = [{"role": "system", "content": system}] if system else []

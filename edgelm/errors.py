@@ -34,6 +34,10 @@ class QuantizeError(EdgelmError):
     """A quantization cannot be done as asked, or its result failed the accuracy gate."""
 
 
+class StorageError(EdgelmError):
+    """Writing a bundle failed for want of space (a full disk, a quota, a file-size limit); nothing was written."""
+
+
 class GenerationError(EdgelmError):
     """A runtime call got bad arguments (empty prompt, bad sampling value, wrong task)."""
 

@@ -9,8 +9,8 @@ import onnxruntime as ort
 from rich.console import Console
 from rich.table import Table
 
-from edgelm.runtime.manifest import Manifest, check_files, read_manifest
-from edgelm.runtime.session import resolve_provider
+from edgelm.runtime.bundle import open_bundle
+from edgelm.runtime.manifest import SEAL_NAME, Manifest, read_manifest
 
 console = Console(soft_wrap=True)  # long lines stay whole when piped
 
@@ -62,12 +62,14 @@ def print_export_summary(out: Path, manifest: Manifest) -> None:
         console.print(f"  greedy continuation: {v['greedy_text']!r}")
 
 
-def print_inspection(bundle: Path, fast: bool = False, as_json: bool = False, provider: str = "auto") -> None:
+def print_inspection(bundle: Path, fast: bool = False, as_json: bool = False, provider: str = "auto",
+                     threads: int | None = None) -> None:
     manifest = read_manifest(bundle)
     if as_json:
         console.print_json(json.dumps(manifest.to_dict()))
         return
-    notes = check_files(bundle, manifest, fast=fast)
+    opened = open_bundle(bundle, provider=provider, threads=threads, fast=fast)  # files, graph, tokenizer, template
+    notes = opened.file_notes
     src = manifest.source
     console.print(f"[bold]{bundle}[/]  edgelm bundle v{manifest.format_version} (written by edgelm {manifest.edgelm_version})")
     console.print(f"  task        {manifest.task}")
@@ -95,10 +97,13 @@ def print_inspection(bundle: Path, fast: bool = False, as_json: bool = False, pr
     if manifest.accuracy:
         verdict = "passed" if manifest.accuracy.get("passed") else "FAILED (written with --no-gate)"
         console.print(f"  accuracy    against the float bundle: {accuracy_cells(manifest.accuracy)}; gate {verdict}")
-    chosen = resolve_provider(provider)
-    console.print(f"  provider    {chosen} (for --provider {provider}; onnxruntime {ort.__version__} offers "
-                  f"{', '.join(ort.get_available_providers())})")
-    console.print(f"  files       [green]all {len(manifest.files)} match the manifest[/]" + (f" ({'; '.join(notes)})" if notes else ""))
+    console.print(f"  provider    {opened.provider_note}; onnxruntime {ort.__version__} offers "
+                  f"{', '.join(ort.get_available_providers())}")
+    console.print(f"  threads     {opened.threads.count} ({opened.threads.reason})")
+    sealed = (f"manifest.json matches {SEAL_NAME}" if (bundle / SEAL_NAME).exists()
+              else f"manifest.json has no {SEAL_NAME} (written before edgelm 0.3)")
+    console.print(f"  files       [green]all {len(manifest.files)} match the manifest[/]" + (f" ({'; '.join(notes)})" if notes else "")
+                  + f"; {sealed}")
 
 
 def _io_table(manifest: Manifest) -> Table:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgelm.errors import QuantizeError
+from edgelm.errors import QuantizeError, warn
 
 if TYPE_CHECKING:
     from edgelm.quantize.prompt_feeds import CalibrationPrompts
@@ -178,11 +178,30 @@ def quiet_onnxruntime_logs() -> Iterator[None]:
 
 
 def preprocess(src: Path, dst: Path) -> None:
-    """onnxruntime's quantization pre-processing: ONNX shape inference and graph optimisation."""
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    """onnxruntime's quantization pre-processing: ONNX shape inference and graph optimisation.
 
-    # symbolic shape inference fails on optimum's decoder graphs (dynamic past lengths); ONNX's own suffices
-    quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+    When the optimisation fails (it writes its graph to a temporary file: a full disk does it),
+    onnxruntime logs the traceback and goes on without it; that becomes one warning instead, or
+    nothing when the error that follows (the same full disk) says it all.
+    """
+    from onnxruntime.quantization.shape_inference import logger, quant_pre_process
+
+    failures: list[logging.LogRecord] = []
+
+    def hold(record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            failures.append(record)
+        return record.levelno < logging.ERROR
+
+    logger.addFilter(hold)
+    try:
+        # symbolic shape inference fails on optimum's decoder graphs (dynamic past lengths); ONNX's own suffices
+        quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+    finally:
+        logger.removeFilter(hold)
+    if failures:
+        warn(f"onnxruntime's graph optimisation failed ({failures[-1].getMessage().strip().splitlines()[-1]}); "
+             "quantizing the graph without it")
 
 
 def int8_dynamic(src: Path, dst: Path, options: QuantizeOptions, keep: list[str]) -> Quantized:

@@ -13,8 +13,10 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from edgelm.errors import BundleError, GenerationError
+from edgelm.runtime.chat_template import check_template
 from edgelm.runtime.manifest import DECODER_TASKS, Manifest, check_files, read_manifest
-from edgelm.runtime.session import DEVICES, Device, open_session, resolve_provider
+from edgelm.runtime.session import DEVICES, Device, choose_threads, open_session, provider_note, resolve_provider
+from edgelm.runtime.threads import CpuBudget
 
 
 @dataclass
@@ -27,6 +29,9 @@ class Bundle:
     tokenizer: Tokenizer
     provider: str  # "cpu" or "cuda": the provider the session really runs on
     file_notes: list[str] = field(default_factory=list)  # e.g. hashes skipped in fast mode
+    provider_note: str = ""  # why that provider: "cpu (auto: this onnxruntime has no CUDA provider)"
+    threads: CpuBudget | None = None  # intra-op threads and what they were read from
+    chat_template: str | None = None  # the template's source, checked to compile
 
     @property
     def device(self) -> Device:
@@ -82,10 +87,22 @@ def open_bundle(folder: str | Path, provider: str = "auto", threads: int | None 
     folder = Path(folder).expanduser()
     manifest = read_manifest(folder)
     notes = check_files(folder, manifest, fast=fast)
-    provider = resolve_provider(provider)
-    session = open_session(folder / manifest.graph_file, provider, threads)
+    asked, provider = provider, resolve_provider(provider)
+    budget = choose_threads(threads)
+    session = open_session(folder / manifest.graph_file, provider, budget.count)
     try:
         tokenizer = Tokenizer.from_file(str(folder / manifest.tokenizer_file))
     except Exception as e:  # tokenizers raises a bare Exception on a bad file
         raise BundleError(f"{manifest.tokenizer_file} in {folder} is not a tokenizers file ({e}); re-export the bundle") from e
-    return Bundle(folder, manifest, session, tokenizer, provider, notes)
+    template = _read_template(folder / manifest.chat_template_file) if manifest.chat_template_file else None
+    return Bundle(folder, manifest, session, tokenizer, provider, notes, provider_note(asked, provider), budget, template)
+
+
+def _read_template(path: Path) -> str:
+    """The chat template's text, checked to compile."""
+    try:
+        source = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise BundleError(f"{path.name} in {path.parent} is not readable UTF-8 text ({e}); re-export the bundle") from None
+    check_template(source, f"{path.name} in {path.parent}")
+    return source

@@ -14,7 +14,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from edgelm.errors import GenerationError
+from edgelm.errors import BundleError, GenerationError
 
 ROLES = ("system", "user", "assistant", "tool")
 
@@ -35,6 +35,16 @@ def _compile(source: str):
     return env.from_string(source)
 
 
+def check_template(source: str, name: str) -> None:
+    """Compile SOURCE once at load, so a broken template is a bundle error, not a failure at the first chat."""
+    from jinja2 import TemplateSyntaxError
+
+    try:
+        _compile(source)
+    except TemplateSyntaxError as e:
+        raise BundleError(f"{name} is not a valid Jinja template (line {e.lineno}: {e.message}); re-export the bundle") from None
+
+
 def check_messages(messages: Any) -> list[dict[str, str]]:
     """A list of {"role", "content"} dicts with known roles and text content, or a clear error."""
     if not isinstance(messages, (list, tuple)) or not messages:
@@ -53,5 +63,10 @@ def render_chat(template: str, messages: list[dict[str, str]], special_tokens: d
     try:
         return _compile(template).render(messages=check_messages(messages), add_generation_prompt=add_generation_prompt,
                                          **special_tokens)
+    except GenerationError:
+        raise
     except TemplateError as e:
         raise GenerationError(f"the bundle's chat template refused these messages: {e}") from e
+    except Exception as e:  # the template's own code failed (a division by zero, a bad index...)
+        raise GenerationError(f"the bundle's chat template does not render ({type(e).__name__}: {e}); "
+                              "fix chat_template.jinja or re-export the bundle") from e

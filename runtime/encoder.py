@@ -22,6 +22,7 @@ from tokenizers import Encoding, Tokenizer
 from edgelm.errors import GenerationError
 from edgelm.runtime.bundle import Bundle, FrontEnd
 from edgelm.runtime.manifest import ENCODER_TASKS
+from edgelm.runtime.unicode import unpaired_surrogate
 
 LOGITS = "logits"  # the graph output every classifier and fill-mask bundle has
 CLASSIFIER_TASKS = ("text-classification", "token-classification", "fill-mask")
@@ -239,13 +240,17 @@ def _as_list(texts: Texts) -> tuple[list[str], bool]:
         raise GenerationError("texts is an empty list; pass at least one text")
     not_str = [i for i, t in enumerate(items) if not isinstance(t, str)]
     blank = [i for i, t in enumerate(items) if isinstance(t, str) and not t.strip()]
+    broken = [i for i, t in enumerate(items) if isinstance(t, str) and unpaired_surrogate(t) is not None]
     problems = [f"text {i} is {type(items[i]).__name__}, not str" for i in not_str[:MAX_LISTED]]
     if len(not_str) > MAX_LISTED:
         problems.append(f"and {len(not_str) - MAX_LISTED} more texts are not str")
     if blank:
         problems.append(f"{_listed('text', blank)} {'is' if len(blank) == 1 else 'are'} empty or only whitespace")
+    if broken:
+        problems.append(f"{_listed('text', broken)} {'holds' if len(broken) == 1 else 'hold'} an unpaired surrogate "
+                        "(not valid Unicode: decode bytes as UTF-8 first)")
     if problems:
-        raise GenerationError(*problems, "pass non-empty strings only")
+        raise GenerationError(*problems, "pass non-empty, valid Unicode strings only")
     return items, single
 
 

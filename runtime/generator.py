@@ -54,8 +54,8 @@ class GeneratorParams:
         problems = []
         if not isinstance(self.max_new_tokens, int) or isinstance(self.max_new_tokens, bool) or self.max_new_tokens < 1:
             problems.append(f"max_new_tokens must be a whole number >= 1, got {self.max_new_tokens!r}")
-        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
-            problems.append(f"seed must be a whole number or None, got {self.seed!r}")
+        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0):
+            problems.append(f"seed must be a whole number >= 0 or None, got {self.seed!r}")
         try:
             check_sampling(self.temperature, self.top_k, self.top_p, self.repetition_penalty)
         except GenerationError as e:
@@ -101,9 +101,9 @@ class Generator:
             raise GenerationError(f"append_tokens got {len(rows)} rows for a batch of {self.batch}; pass one list per row")
         held = self._rows or [[] for _ in rows]
         longest = max(len(h) + len(new) for h, new in zip(held, rows))
-        if longest > self.max_context:
+        if longest >= self.max_context:  # the next token would not fit: a row may hold at most max_context
             raise GenerationError(
-                f"a sequence would hold {longest} tokens, over the model's limit of {self.max_context}; "
+                f"a sequence would hold {longest} tokens, leaving no room under the model's limit of {self.max_context}; "
                 "shorten the prompt or let it be truncated (truncate_prompt=True)"
             )
         if self._cache is None:
@@ -149,7 +149,7 @@ class Generator:
             raise GenerationError(f"add_row takes one row of token ids, got {len(rows)} rows")
         ids = rows[0]
         self._check_ids(rows, "add_row")
-        if len(ids) > self.max_context:
+        if len(ids) >= self.max_context:
             raise GenerationError(f"a prompt of {len(ids)} tokens leaves no room under the model's limit of "
                                   f"{self.max_context}; shorten it")
         row = free[0]
@@ -166,6 +166,7 @@ class Generator:
         """Free ROW's slot (its sequence finished, or its caller went away); its tokens are forgotten."""
         if not self._open:
             raise GenerationError("release_row works on an open batch (Generator.open)")
+        self._check_row(row, "release_row")
         self._reasons[row] = FREE
         self._rows[row], self._prompt_lengths[row] = [], 0
         self._own.pop(row, None)
@@ -176,6 +177,12 @@ class Generator:
     def running(self) -> list[int]:
         """Rows that will get a token at the next step."""
         return [i for i, reason in enumerate(self._reasons) if reason is None]
+
+    def _check_row(self, row: int, caller: str) -> None:
+        if not self._rows:
+            raise GenerationError(f"{caller}: the generator holds no rows yet; call append_tokens first")
+        if not isinstance(row, (int, np.integer)) or isinstance(row, bool) or not 0 <= row < self.batch:
+            raise GenerationError(f"{caller} needs a row in 0..{self.batch - 1}, got {row!r}")
 
     def _check_ids(self, rows: list[list[int]], caller: str) -> None:
         vocab = self.graph.vocab_size
@@ -225,8 +232,9 @@ class Generator:
                 chosen[i] = sample(scores)[0]
         return chosen
 
-    def _stop_reason(self, row: int, token: int) -> str | None:
-        if token in self.eos:
+    def _stop_reason(self, row: int, token: int | None) -> str | None:
+        """Why ROW ends after TOKEN was added (None: it goes on); TOKEN None: only the length limits."""
+        if token is not None and token in self.eos:
             return EOS
         params = self._own[row][0] if row in self._own else self.params
         if len(self._rows[row]) - self._prompt_lengths[row] >= params.max_new_tokens:
@@ -236,8 +244,13 @@ class Generator:
         return None
 
     def stop_row(self, row: int, reason: str = STOP) -> None:
-        """End ROW now (the caller saw a stop string); its later tokens are ignored."""
-        if self._reasons[row] is None:
+        """End ROW now (the caller saw a stop string); its later tokens are ignored.
+
+        A row that had already ended (its last token brought eos or the length limit along with
+        the stop string) takes REASON too: what the caller saw is why its text ends.
+        """
+        self._check_row(row, "stop_row")
+        if self._reasons[row] != FREE:
             self._reasons[row] = reason
 
     # -- reading ---------------------------------------------------------------------------
@@ -249,6 +262,7 @@ class Generator:
         return self._cache is not None and all(r is not None for r in self._reasons)
 
     def is_row_done(self, row: int) -> bool:
+        self._check_row(row, "is_row_done")
         return self._reasons[row] is not None
 
     def get_next_tokens(self) -> np.ndarray:
@@ -259,30 +273,38 @@ class Generator:
 
     def get_sequence(self, row: int) -> list[int]:
         """Prompt and generated ids of ROW, without padding (an ending eos included)."""
+        self._check_row(row, "get_sequence")
         return list(self._rows[row])
 
     def get_new_tokens(self, row: int) -> list[int]:
         """Ids generated for ROW since the last append_tokens."""
+        self._check_row(row, "get_new_tokens")
         return self._rows[row][self._prompt_lengths[row]:]
 
     def finish_reason(self, row: int) -> str | None:
         """eos, length, context or stop; None while the row is running."""
+        self._check_row(row, "finish_reason")
         return self._reasons[row]
 
     # -- rewinding -------------------------------------------------------------------------
     def rewind_to(self, length: int) -> None:
-        """Keep the first LENGTH tokens of the (single) row and continue from there."""
+        """Keep the first LENGTH tokens of the (single) row and continue from there.
+
+        If what is kept already reaches a limit (max_new_tokens, the context, an ending eos), the
+        row stays finished with that reason.
+        """
         if self.batch != 1:
             raise GenerationError(f"rewind_to works on a batch of one; this generator holds {self.batch} rows")
         row = self._rows[0]
-        if not isinstance(length, int) or not 1 <= length <= len(row):
+        if not isinstance(length, int) or isinstance(length, bool) or not 1 <= length <= len(row):
             raise GenerationError(f"rewind_to needs a length in 1..{len(row)}, got {length!r}")
         self._cache.trim(0, length - 1)  # the cache holds every token but the pending one
         del row[length:]
         self._pending = np.asarray([row[-1]], dtype=np.int64)  # re-fed at the next step
         self._filler = np.zeros(1, dtype=bool)
         self._prompt_lengths = [min(self._prompt_lengths[0], length)]
-        self._reasons = [None]
+        generated_last = length > self._prompt_lengths[0]  # the kept last token was chosen, not prompted
+        self._reasons = [self._stop_reason(0, row[-1] if generated_last else None)]  # at a limit, it stays ended
 
 
 def _as_rows(tokens: Sequence[int] | Sequence[Sequence[int]]) -> list[list[int]]:

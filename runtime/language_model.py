@@ -21,6 +21,7 @@ from edgelm.runtime.decoder import DecoderGraph
 from edgelm.runtime.generator import STOP, Generator, GeneratorParams
 from edgelm.runtime.manifest import DECODER_TASKS
 from edgelm.runtime.text_row import TextRow
+from edgelm.runtime.unicode import surrogate_problem
 
 DEFAULT_MAX_NEW_TOKENS = 256
 Messages = list[dict[str, str]]
@@ -61,9 +62,7 @@ class LanguageModel(FrontEnd):
         self.bundle = bundle
         self.tokenizer = bundle.tokenizer
         self.graph = DecoderGraph(bundle.session, bundle.manifest, bundle.device)
-        self._template = None
-        if self.manifest.chat_template_file:
-            self._template = (bundle.folder / self.manifest.chat_template_file).read_text()
+        self._template = bundle.chat_template
 
     # -- prompts ---------------------------------------------------------------------------
     def encode(self, prompt: Prompt, chat: bool = False) -> list[int]:
@@ -75,9 +74,11 @@ class LanguageModel(FrontEnd):
             raise GenerationError("the prompt is empty; pass some text")
         if isinstance(prompt, str) and chat:
             prompt = [{"role": "user", "content": prompt}]
-        if isinstance(prompt, str):
-            return self.tokenizer.encode(prompt, add_special_tokens=True).ids
-        return self.tokenizer.encode(self.render_chat(prompt), add_special_tokens=False).ids
+        text = prompt if isinstance(prompt, str) else self.render_chat(prompt)
+        problem = surrogate_problem(text, "the prompt")
+        if problem:
+            raise GenerationError(problem)
+        return self.tokenizer.encode(text, add_special_tokens=isinstance(prompt, str)).ids
 
     def render_chat(self, messages: Messages, add_generation_prompt: bool = True) -> str:
         if self._template is None:
@@ -115,6 +116,7 @@ class LanguageModel(FrontEnd):
 
     def generator(self, params: GeneratorParams | None = None, **options: Any) -> Generator:
         """A step-wise Generator on this bundle (params, or options as for `params`)."""
+        _check_option_names(options)
         special = self.manifest.special_tokens
         return Generator(self.graph, params or self.params(**options), self.manifest.max_context,
                          eos=special.eos, pad=special.pad)
@@ -151,9 +153,7 @@ class LanguageModel(FrontEnd):
                 return finished.value
 
     def _request(self, stop: Sequence[str], truncate_prompt: bool, options: dict[str, Any]) -> _Request:
-        unknown = set(options) - {"max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "seed"}
-        if unknown:
-            raise GenerationError(f"unknown generation option(s) {', '.join(sorted(unknown))}")
+        _check_option_names(options)
         stop = (stop,) if isinstance(stop, str) else tuple(stop)
         if not all(isinstance(s, str) and s for s in stop):
             raise GenerationError(f"stop must be a list of non-empty strings, got {stop!r}")
@@ -215,6 +215,15 @@ class LanguageModel(FrontEnd):
     def text_row(self, stop: Sequence[str] = ()) -> TextRow:
         """A row's text state (detokenizer and stop strings), for a caller that drives a Generator itself."""
         return TextRow(self.tokenizer, (stop,) if isinstance(stop, str) else tuple(stop))
+
+
+OPTION_NAMES = ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "seed")
+
+
+def _check_option_names(options: dict[str, Any]) -> None:
+    unknown = set(options) - set(OPTION_NAMES)
+    if unknown:
+        raise GenerationError(f"unknown generation option(s) {', '.join(sorted(unknown))}; known: {', '.join(OPTION_NAMES)}")
 
 
 def _is_messages(prompt: Any) -> bool:

@@ -22,10 +22,14 @@ from typing import Any
 
 from edgelm.errors import BundleError
 from edgelm.runtime.kv_layout import KVLayout
+from edgelm.runtime.manifest_schema import name_problems, schema_problems
 
 FORMAT_VERSION = 2
 FIRST_FUSED_DECODER_VERSION = 2
 MANIFEST_NAME = "manifest.json"
+# sha256sum's line for manifest.json (`sha256sum -c manifest.sha256` checks it on any box): an
+# edited or damaged manifest is refused instead of trusted. Bundles written before it have none.
+SEAL_NAME = "manifest.sha256"
 # Files above this size are only size-checked in fast mode (hashing 500 MB costs ~1 s).
 FAST_HASH_LIMIT = 64 * 1024 * 1024
 
@@ -146,6 +150,8 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Manifest":
+        if not isinstance(d, dict):
+            raise BundleError(f"manifest.json holds a JSON {type(d).__name__}, not an object; re-export the bundle")
         version = d.get("format_version")
         if not isinstance(version, int):
             raise BundleError("manifest.json has no integer format_version; this is not an edgelm bundle")
@@ -159,6 +165,9 @@ class Manifest:
                 f"this decoder bundle has format_version {version} (the unfused graph of edgelm 0.1), which this "
                 f"edgelm no longer runs; re-export it with `edgelm export` (then quantize it again)"
             )
+        problems = schema_problems(d)
+        if problems:
+            raise BundleError(f"manifest.json is malformed: {'; '.join(problems)}; re-export the bundle")
         try:
             graph, tok = d["graph"], d["tokenizer"]
             return cls(
@@ -189,9 +198,35 @@ class Manifest:
             raise BundleError(f"manifest.json is malformed ({type(e).__name__}: {e}); re-export the bundle") from e
 
     def write(self, folder: Path) -> Path:
+        """Write FOLDER/manifest.json and its seal (manifest.sha256)."""
         path = Path(folder) / MANIFEST_NAME
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        seal(folder)
         return path
+
+
+def seal(folder: str | Path) -> None:
+    """Record manifest.json's sha256 beside it, in sha256sum's format."""
+    digest = sha256_file(Path(folder) / MANIFEST_NAME)
+    (Path(folder) / SEAL_NAME).write_text(f"{digest}  {MANIFEST_NAME}\n")
+
+
+def _check_seal(folder: Path, raw: bytes) -> None:
+    """Refuse a manifest.json whose bytes differ from what its seal recorded (when it has one)."""
+    path = folder / SEAL_NAME
+    if not path.exists():
+        return
+    try:
+        recorded = path.read_text(encoding="ascii").split()[0]
+    except (OSError, UnicodeDecodeError, IndexError):
+        recorded = ""
+    if len(recorded) != 64:
+        raise BundleError(f"{path} is not a sha256sum line; copy or re-export the bundle")
+    if hashlib.sha256(raw).hexdigest() != recorded.lower():
+        raise BundleError(
+            f"{folder / MANIFEST_NAME} does not match {SEAL_NAME}: it was changed after edgelm wrote it; "
+            f"re-export the bundle (after a deliberate edit, run `sha256sum {MANIFEST_NAME} > {SEAL_NAME}` in it)"
+        )
 
 
 def _spec_dict(t: TensorSpec) -> dict:
@@ -207,10 +242,16 @@ def read_manifest(folder: str | Path) -> Manifest:
     if not path.is_file():
         raise BundleError(f"{folder} has no {MANIFEST_NAME}; it is not an edgelm bundle (run `edgelm export` first)")
     try:
-        data = json.loads(path.read_text())
+        raw = path.read_bytes()
+        data = json.loads(raw.decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise BundleError(f"{path} is not readable JSON ({e}); re-export the bundle") from e
-    return Manifest.from_dict(data)
+    _check_seal(folder, raw)
+    manifest = Manifest.from_dict(data)
+    problems = name_problems(folder, data)
+    if problems:
+        raise BundleError(f"{path} is unsafe to open: {'; '.join(problems)}; re-export the bundle")
+    return manifest
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -226,7 +267,7 @@ def hash_files(folder: Path) -> dict[str, dict[str, Any]]:
     folder = Path(folder)
     out = {}
     for p in sorted(folder.rglob("*")):
-        if p.is_file() and p.name != MANIFEST_NAME:
+        if p.is_file() and p.relative_to(folder).as_posix() not in (MANIFEST_NAME, SEAL_NAME):
             rel = p.relative_to(folder).as_posix()
             out[rel] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
     return out

@@ -8,6 +8,7 @@ empty), then one draw per row from a seeded generator, so a seed reproduces a ru
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -18,18 +19,33 @@ Sampler = Callable[[np.ndarray], np.ndarray]
 
 
 def check_sampling(temperature: float, top_k: int, top_p: float, repetition_penalty: float) -> None:
-    """Raise GenerationError listing every sampling value out of range."""
+    """Raise GenerationError listing every sampling value out of range (NaN, infinity and bools included)."""
     problems = []
-    if not isinstance(temperature, (int, float)) or temperature < 0:
-        problems.append(f"temperature must be >= 0 (0 = greedy), got {temperature!r}")
-    if not isinstance(top_k, int) or top_k < 0:
+    if not _finite(temperature) or temperature < 0:
+        problems.append(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
+    if not _whole(top_k) or top_k < 0:
         problems.append(f"top_k must be a whole number >= 0 (0 = off), got {top_k!r}")
-    if not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
-        problems.append(f"top_p must be in (0, 1], got {top_p!r}")
-    if not isinstance(repetition_penalty, (int, float)) or repetition_penalty <= 0:
-        problems.append(f"repetition_penalty must be > 0 (1 = off), got {repetition_penalty!r}")
+    if not _finite(top_p) or not 0 < top_p <= 1:
+        problems.append(f"top_p must be a number in (0, 1], got {top_p!r}")
+    if not _finite(repetition_penalty) or repetition_penalty <= 0:
+        problems.append(f"repetition_penalty must be a finite number > 0 (1 = off), got {repetition_penalty!r}")
     if problems:
         raise GenerationError(*problems)
+
+
+def _whole(x) -> bool:
+    """An int that is not a bool (True would silently mean 1)."""
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
+def _finite(x) -> bool:
+    """A real number, not a bool, not NaN or infinite (an int too large for a float counts as infinite)."""
+    if not (_whole(x) or isinstance(x, (float, np.floating))):
+        return False
+    try:
+        return math.isfinite(x)
+    except OverflowError:  # an int beyond float64's range, which np.isfinite cannot even take
+        return False
 
 
 def make_sampler(temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int | None = None) -> Sampler:
@@ -40,13 +56,13 @@ def make_sampler(temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, s
     rng = np.random.default_rng(seed)
 
     def sample(logits: np.ndarray) -> np.ndarray:
-        scores = logits.astype(np.float64) / temperature  # (batch, vocab)
+        scores = logits.astype(np.float64)  # (batch, vocab); top-k before scaling keeps the same set, exactly
         if top_k:
             kth = -np.sort(-scores, axis=-1)[:, min(top_k, scores.shape[-1]) - 1:][:, :1]  # (batch, 1)
             scores = np.where(scores < kth, -np.inf, scores)
-        probs = _softmax(scores)
+        probs = _softmax(scores, temperature)
         if top_p < 1.0:
-            order = np.argsort(-probs, axis=-1)
+            order = np.argsort(-scores, axis=-1, kind="stable")  # by score: near-equal probabilities may round equal
             sorted_probs = np.take_along_axis(probs, order, axis=-1)
             before = np.cumsum(sorted_probs, axis=-1) - sorted_probs  # mass above each token
             drop = np.zeros_like(probs, dtype=bool)
@@ -68,11 +84,17 @@ def apply_repetition_penalty(logits: np.ndarray, seen: list[list[int]], penalty:
         if ids:
             idx = np.unique(np.asarray(ids))
             vals = out[row, idx]
-            out[row, idx] = np.where(vals > 0, vals / penalty, vals * penalty)
+            with np.errstate(over="ignore", divide="ignore"):  # an extreme penalty gives +-inf, which sampling handles
+                out[row, idx] = np.where(vals > 0, vals / penalty, vals * penalty)
     return out
 
 
-def _softmax(scores: np.ndarray) -> np.ndarray:
-    shifted = scores - scores.max(axis=-1, keepdims=True)
+def _softmax(scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Softmax of SCORES / TEMPERATURE, never NaN: the best score maps to 0 before scaling, so a tiny
+    temperature sends the others to -inf (not inf - inf), and infinite scores (an extreme repetition
+    penalty) share the mass among themselves."""
+    top = scores.max(axis=-1, keepdims=True)  # (batch, 1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        shifted = np.where(scores == top, 0.0, (scores - top) / temperature)  # (batch, vocab), <= 0
     e = np.exp(shifted)
     return e / e.sum(axis=-1, keepdims=True)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgelm.errors import EdgelmError
+from edgelm.extras import require_extra
 
 log = logging.getLogger("edgelm.serve")
 
@@ -34,17 +35,16 @@ class Options:
     provider: str = "auto"
     fast: bool = False  # hash only small files at load
     drain_timeout: float = 30.0
+    verbose: bool = False  # print each model's provider and threads at start
 
 
 def build(bundles: list[Path], names: list[str], options: Options):
     """The ASGI app serving BUNDLES (names: --name values in order, else each folder's name)."""
-    try:
-        from edgelm.serve.app import Served, Settings, create_app
-        from edgelm.serve.decode_worker import DecodeWorker
-        from edgelm.serve.embed_worker import EmbedWorker
-        from edgelm.serve.metrics import Metrics
-    except ImportError as e:
-        raise ServeError(f"edgelm serve needs the serve extra ({e.name} is missing): pip install 'edgelm[serve]'") from None
+    require_extra("serve", "serve")
+    from edgelm.serve.app import Served, Settings, create_app
+    from edgelm.serve.decode_worker import DecodeWorker
+    from edgelm.serve.embed_worker import EmbedWorker
+    from edgelm.serve.metrics import Metrics
     from edgelm.runtime import load
     from edgelm.runtime.language_model import LanguageModel
 
@@ -68,10 +68,9 @@ def build(bundles: list[Path], names: list[str], options: Options):
 
 
 def serve(bundles: list[Path], names: list[str], options: Options) -> None:
-    try:
-        import uvicorn
-    except ImportError:
-        raise ServeError("edgelm serve needs the serve extra: pip install 'edgelm[serve]'") from None
+    require_extra("serve", "serve")
+    import uvicorn
+
     app = build(bundles, names, options)
 
     class DrainingServer(uvicorn.Server):
@@ -86,4 +85,9 @@ def serve(bundles: list[Path], names: list[str], options: Options) -> None:
     models = ", ".join(app.state.served)
     print(f"edgelm serve: http://{options.host}:{options.port}/v1 (models: {models}); Ctrl-C or SIGTERM drains and stops",
           flush=True)
+    if options.verbose or options.provider == "cuda":
+        from edgelm.console import runs_on
+
+        for name, served in app.state.served.items():
+            print(f"  {name}: {runs_on(served.model.bundle)}", flush=True)
     server.run()

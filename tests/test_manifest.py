@@ -10,7 +10,7 @@ import pytest
 from edgelm.errors import BundleError, ExportError
 from edgelm.export.families import family_for, supported_model_types
 from edgelm.runtime.kv_layout import KVLayout
-from edgelm.runtime.manifest import MANIFEST_NAME, Manifest, check_files, read_manifest
+from edgelm.runtime.manifest import MANIFEST_NAME, SEAL_NAME, Manifest, check_files, read_manifest
 
 
 def test_manifest_round_trips_through_json(bundles):
@@ -21,7 +21,7 @@ def test_manifest_round_trips_through_json(bundles):
 
 def test_every_file_is_listed_with_its_hash_and_size(bundles):
     out, manifest = bundles("bert/fill-mask")
-    on_disk = {p.name: p.stat().st_size for p in out.iterdir() if p.name != MANIFEST_NAME}
+    on_disk = {p.name: p.stat().st_size for p in out.iterdir() if p.name not in (MANIFEST_NAME, SEAL_NAME)}
     assert {k: v["bytes"] for k, v in manifest.files.items()} == on_disk
     assert all(len(v["sha256"]) == 64 for v in manifest.files.values())
     assert check_files(out, manifest) == []

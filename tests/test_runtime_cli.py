@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -183,7 +185,7 @@ def test_generate_on_an_encoder_bundle_is_one_error_line(bundles):
 
 def test_top_p_out_of_range_is_one_error_line(llama):
     folder, _ = llama
-    assert_one_error_line(run_cli("generate", folder, "hello", "--top-p", "1.5"), "top_p must be in (0, 1]")
+    assert_one_error_line(run_cli("generate", folder, "hello", "--top-p", "1.5"), "top_p must be a number in (0, 1]")
 
 
 def test_empty_prompt_is_one_error_line(llama):
@@ -213,3 +215,37 @@ def test_a_prompt_too_long_is_one_error_line_naming_the_flag(bundles):
 
 def test_a_missing_bundle_is_one_error_line(tmp_path):
     assert_one_error_line(run_cli("generate", tmp_path / "nope", "hello", "--provider", "cpu"))
+
+
+# -- Ctrl-C ---------------------------------------------------------------------------------------
+def _started(args, stdin=subprocess.DEVNULL) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "edgelm.cli", *map(str, args)], stdin=stdin, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env)
+
+
+def test_ctrl_c_in_generate_ends_at_once_with_one_line_and_no_traceback(smollm2_bundle):
+    proc = _started(["generate", smollm2_bundle, "Tell me a long story.", "--max-new-tokens", 4000, "--provider", "cpu"])
+    assert proc.stdout.read(8)  # it is streaming a reply
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert err.decode().strip().splitlines() == ["error: interrupted"], err.decode()
+
+
+def test_ctrl_c_in_chat_ends_it_cleanly_while_waiting_and_while_replying(llama, smollm2_bundle):
+    waiting = _started(["chat", llama[0], "--provider", "cpu"], stdin=subprocess.PIPE)
+    assert b"chatting with" in waiting.stderr.readline()
+    time.sleep(0.5)  # at the "> " prompt
+    waiting.send_signal(signal.SIGINT)
+    _, err = waiting.communicate(timeout=30)
+    assert waiting.returncode == 0 and b"Traceback" not in err, err.decode()
+
+    replying = _started(["chat", smollm2_bundle, "--provider", "cpu", "--max-new-tokens", 4000], stdin=subprocess.PIPE)
+    assert b"chatting with" in replying.stderr.readline()
+    replying.stdin.write(b"Tell me a very long story.\n")
+    replying.stdin.flush()
+    assert replying.stdout.read(8)  # "> " and the reply's first bytes
+    replying.send_signal(signal.SIGINT)
+    _, err = replying.communicate(timeout=30)
+    assert replying.returncode == 0 and b"Traceback" not in err, err.decode()

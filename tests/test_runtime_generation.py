@@ -624,9 +624,9 @@ def test_bad_prompts_are_refused_with_a_clear_message(lm_of, prompt, fragment):
 
 
 @pytest.mark.parametrize("options,fragment", [
-    (dict(temperature=-0.5), "temperature must be >= 0"),
-    (dict(top_p=0.0), r"top_p must be in \(0, 1\]"),
-    (dict(top_p=1.5), r"top_p must be in \(0, 1\]"),
+    (dict(temperature=-0.5), "temperature must be a finite number >= 0"),
+    (dict(top_p=0.0), r"top_p must be a number in \(0, 1\]"),
+    (dict(top_p=1.5), r"top_p must be a number in \(0, 1\]"),
     (dict(top_k=-1), "top_k must be a whole number >= 0"),
     (dict(max_new_tokens=0), "max_new_tokens must be a whole number >= 1"),
     (dict(foo=1), "unknown generation option.*foo"),
@@ -669,18 +669,16 @@ def test_cuda_without_onnxruntime_gpu_names_the_package_to_install(bundles):
 
 
 @pytest.mark.skipif(HAS_CUDA, reason="onnxruntime here offers CUDA")
-def test_auto_provider_warns_and_falls_back_to_cpu_without_cuda(bundles):
-    with pytest.warns(RuntimeWarning, match="CUDA"):
+def test_auto_provider_falls_back_to_cpu_without_cuda_quietly_and_says_why_when_asked(bundles):
+    """CPU is the normal case on an edge box: no warning; bundle.provider_note (inspect, --verbose) says why."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
         lm = load(bundles("llama")[0], provider="auto")
     assert lm.provider == "cpu"
+    assert lm.bundle.provider_note == "cpu (auto: this onnxruntime has no CUDA provider)"
     assert lm.generate("hello", max_new_tokens=4)
-
-
-@pytest.mark.skipif(HAS_CUDA, reason="onnxruntime here offers CUDA")
-def test_the_auto_provider_warning_points_at_the_callers_line(bundles):
-    with pytest.warns(RuntimeWarning, match="CUDA") as record:
-        load(bundles("llama")[0], provider="auto")
-    assert [w.filename for w in record if issubclass(w.category, RuntimeWarning)] == [__file__]
 
 
 def test_unknown_provider_and_bad_threads_are_refused_and_threads_2_works(bundles, lm_of):

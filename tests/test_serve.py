@@ -402,7 +402,7 @@ def test_serve_without_the_extra_names_it_in_one_line(smollm2_bundle):
                "from edgelm.cli import main; sys.argv = ['edgelm', 'serve', sys.argv[1]]; main()")
     done = subprocess.run([sys.executable, "-c", blocker, str(smollm2_bundle)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
-    assert done.stderr.strip().splitlines() == ["error: edgelm serve needs the serve extra: pip install 'edgelm[serve]'"]
+    assert done.stderr.strip().splitlines() == ["error: edgelm serve needs the serve extra (starlette is not installed): pip install 'edgelm[serve]'"]
 
 
 def test_serve_refuses_two_bundles_under_one_name(smollm2_bundle):
