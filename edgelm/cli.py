@@ -164,8 +164,9 @@ def _load(bundle: Path, provider: str, threads: int | None, fast: bool, verbose:
 
 
 def _generation_kwargs(options: dict) -> dict:
-    names = ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "seed")
-    kwargs = {k: options[k] for k in names if options.get(k) is not None}
+    from edgelm.runtime.language_model import OPTION_NAMES
+
+    kwargs = {k: options[k] for k in OPTION_NAMES if options.get(k) is not None}
     return {**kwargs, "stop": list(options["stop"]), "truncate_prompt": options["truncate_prompt"]}
 
 

@@ -64,12 +64,11 @@ def print_export_summary(out: Path, manifest: Manifest) -> None:
 
 def print_inspection(bundle: Path, fast: bool = False, as_json: bool = False, provider: str = "auto",
                      threads: int | None = None) -> None:
-    manifest = read_manifest(bundle)
     if as_json:
-        console.print_json(json.dumps(manifest.to_dict()))
+        console.print_json(json.dumps(read_manifest(bundle).to_dict()))
         return
     opened = open_bundle(bundle, provider=provider, threads=threads, fast=fast)  # files, graph, tokenizer, template
-    notes = opened.file_notes
+    manifest, notes = opened.manifest, opened.file_notes
     src = manifest.source
     console.print(f"[bold]{bundle}[/]  edgelm bundle v{manifest.format_version} (written by edgelm {manifest.edgelm_version})")
     console.print(f"  task        {manifest.task}")

@@ -68,10 +68,8 @@ def build(bundles: list[Path], names: list[str], options: Options):
 
 
 def serve(bundles: list[Path], names: list[str], options: Options) -> None:
-    require_extra("serve", "serve")
+    app = build(bundles, names, options)  # checks the serve extra (uvicorn included) first
     import uvicorn
-
-    app = build(bundles, names, options)
 
     class DrainingServer(uvicorn.Server):
         def handle_exit(self, sig, frame):  # SIGTERM / SIGINT: refuse new requests on open connections too
