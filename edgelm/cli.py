@@ -77,6 +77,29 @@ def inspect_cmd(bundle: Path, fast: bool, as_json: bool, provider: str, threads:
     print_inspection(bundle, fast=fast, as_json=as_json, provider=provider, threads=threads)
 
 
+@cli.command("verify")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Execution provider to check; auto = CUDA when available, else CPU.")
+@click.option("--threads", type=click.IntRange(min=0), default=None,
+              help="onnxruntime intra-op threads; 0 = its own choice [default: the CPUs this process may use].")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@one_line_errors
+def verify_cmd(bundle: Path, provider: str, threads: int | None, as_json: bool):
+    """Run BUNDLE here against the conformance vectors it carries; exit 1 if one fails.
+
+    Every file's checksum is checked first. Use it after copying a bundle to another machine,
+    after upgrading onnxruntime, or to check another execution provider.
+    """
+    from edgelm.report import print_verify_report
+    from edgelm.runtime import verify
+
+    report = verify(bundle, provider=provider, threads=threads)
+    print_verify_report(report, as_json=as_json)
+    if not report.passed:
+        sys.exit(1)
+
+
 @cli.command("quantize")
 @click.argument("src", type=click.Path(path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))

@@ -103,6 +103,36 @@ def print_inspection(bundle: Path, fast: bool = False, as_json: bool = False, pr
               else f"manifest.json has no {SEAL_NAME} (written before edgelm 0.3)")
     console.print(f"  files       [green]all {len(manifest.files)} match the manifest[/]" + (f" ({'; '.join(notes)})" if notes else "")
                   + f"; {sealed}")
+    console.print(f"  conformance {_conformance_line(bundle, manifest)}")
+
+
+def _conformance_line(bundle: Path, manifest: Manifest) -> str:
+    if not manifest.conformance_file:
+        return "none (written before edgelm 0.3: re-export to add vectors for `edgelm verify`)"
+    from edgelm.runtime import conformance
+
+    vectors = conformance.read(bundle, manifest.conformance_file)
+    return (f"{manifest.conformance_file}: {len(vectors['vectors'])} vectors at {vectors.get('precision')} tolerances "
+            "(`edgelm verify` runs them)")
+
+
+def print_verify_report(report, as_json: bool = False) -> None:
+    """One row per conformance vector: pass or how far off; then the verdict."""
+    if as_json:
+        outcomes = [{"name": o.name, "kind": o.kind, "passed": o.passed, "detail": o.detail} for o in report.outcomes]
+        console.print_json(json.dumps({"bundle": str(report.bundle), "provider": report.provider, "precision": report.precision,
+                                       "written_by": report.written_by, "passed": report.passed, "vectors": outcomes}))
+        return
+    table = Table(title=f"{report.bundle} on {report.provider} ({report.precision} tolerances; vectors by {report.written_by})")
+    for column in ("vector", "kind", "result", "detail"):
+        table.add_column(column)
+    for o in report.outcomes:
+        table.add_row(o.name, o.kind, "[green]pass[/]" if o.passed else "[red]FAIL[/]", o.detail)
+    console.print(table)
+    failed = len(report.failures)
+    console.print(f"[green]all {len(report.outcomes)} vectors pass[/]; every file matches the manifest" if not failed
+                  else f"[red]{failed} of {len(report.outcomes)} vectors failed[/]: this bundle does not compute here what it "
+                       "computed where it was written (a changed file, tokenizer or onnxruntime)")
 
 
 def _io_table(manifest: Manifest) -> Table:

@@ -15,6 +15,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 MS_DOMAIN = "com.microsoft"
+IR_VERSION = 10  # the oldest ONNX IR that holds opset 21 and int4 tensors: onnxruntime 1.17 and later read it
 _ELEMENT = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.int64): TensorProto.INT64,
             np.dtype(np.int32): TensorProto.INT32}
 
@@ -50,5 +51,7 @@ class GraphBuilder:
 
     def model(self, name: str, opset: int) -> onnx.ModelProto:
         graph = helper.make_graph(self.nodes, name, self.inputs, self.outputs, self.initializers)
+        # IR version 10 (onnx 1.16) holds everything the graph uses, int4 included; onnx's default
+        # (the newest IR) would shut out every onnxruntime older than the onnx that built it.
         return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid(MS_DOMAIN, 1)],
-                                 producer_name="edgelm")
+                                 producer_name="edgelm", ir_version=IR_VERSION)

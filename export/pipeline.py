@@ -20,6 +20,7 @@ from edgelm.export.source import Source, resolve_source
 from edgelm.export.tokenizer_files import TOKENIZER_FILE, write_tokenizer
 from edgelm.export.verify import verify
 from edgelm.progress import Steps
+from edgelm.runtime.conformance import record_conformance
 from edgelm.runtime.manifest import Manifest, sha256_file
 from edgelm.runtime.session import open_session
 from edgelm.staging import check_out_folder, staged_folder
@@ -34,7 +35,7 @@ def export(src: str | Path, out: str | Path, task: str | None = None, *, force: 
     """
     out = Path(out).expanduser().absolute()
     source = _validate(src, out, task, force)
-    with Steps(f"export {source.path.name}", total=4, enabled=progress) as steps, staged_folder(out, force) as bundle:
+    with Steps(f"export {source.path.name}", total=5, enabled=progress) as steps, staged_folder(out, force) as bundle:
         with steps.step("load checkpoint"):
             model, tokenizer = load_model(source), load_tokenizer(source)
         with steps.step("export graph"):
@@ -47,6 +48,8 @@ def export(src: str | Path, out: str | Path, task: str | None = None, *, force: 
         with steps.step("write bundle"):
             manifest = replace(manifest, verification=results).with_files(bundle)
             manifest.write(bundle)
+        with steps.step("record conformance vectors"):
+            manifest = record_conformance(bundle, manifest)
     return manifest
 
 

@@ -23,8 +23,10 @@ from edgelm.quantize import gate, speed
 from edgelm.quantize.methods import (WEIGHT_ONLY, KVCache, Method, QuantizeOptions, check_quantized, int8_dynamic, int8_per_token,
                                      int8_static, pad_batches, preprocess, quiet_onnxruntime_logs, weight_only)
 from edgelm.quantize.policy import nodes_to_keep
+from edgelm.quantize.portable import drop_filled_in_defaults
 from edgelm.quantize.prompt_feeds import CalibrationPrompts
 from edgelm.quantize.text_inputs import prose_ids, sentences
+from edgelm.runtime.conformance import record_conformance
 from edgelm.runtime.manifest import Manifest, check_files, read_manifest
 from edgelm.staging import check_out_folder, staged_folder
 
@@ -46,6 +48,7 @@ def quantize(src: str | Path, out: str | Path, options: QuantizeOptions, *, forc
             keep = nodes_to_keep(_node_names(pre), options.keep_float)
         with steps.step("quantize weights"), quiet_onnxruntime_logs():
             done = _run_method(pre, stage / base.graph_file, options, keep, float_model)
+            drop_filled_in_defaults(src / base.graph_file, stage / base.graph_file)  # before the KV rewrite sets its own
             quantized_nodes = check_quantized(stage / base.graph_file)
             if options.kv_cache is KVCache.INT8:
                 done.details["kv_cache"] = _int8_kv_cache(stage / base.graph_file, float_model, options)
@@ -71,6 +74,7 @@ def quantize(src: str | Path, out: str | Path, options: QuantizeOptions, *, forc
         with steps.step("write bundle"):
             manifest = replace(manifest, accuracy=accuracy).with_files(stage)
             manifest.write(stage)
+            manifest = record_conformance(stage, manifest, quant_model)
     return manifest
 
 
@@ -171,4 +175,4 @@ def _describe(base: Manifest, stage: Path, precision: dict, kv_cache: KVCache = 
     inputs, outputs = graph_io(session)
     layout = base.kv_cache if kv_cache is KVCache.FP32 or base.kv_cache is None else replace(base.kv_cache, dtype="int8")
     return replace(base, inputs=inputs, outputs=outputs, opset=graph_opset(stage / base.graph_file), external_data=(), kv_cache=layout,
-                   precision=precision, accuracy={}, files={}, edgelm_version=edgelm.__version__)
+                   precision=precision, accuracy={}, files={}, conformance_file=None, edgelm_version=edgelm.__version__)

@@ -4,6 +4,7 @@
     lm = load("./smol")                   # reads the manifest, checks files, picks the provider
     lm.generate("Hello", max_new_tokens=32)
     enc = load("./minilm"); enc.embed(["a", "b"])
+    verify("./smol").passed               # the bundle against its own conformance vectors, on this machine
 
 This package imports nothing from edgelm.export or edgelm.quantize, and no torch,
 transformers, optimum or onnx (tests/test_runtime_imports.py proves it).
@@ -39,4 +40,11 @@ def load(path: str | Path, provider: str = "auto", threads: int | None = None,
     return Encoder(bundle)
 
 
-__all__ = ["load"]
+def verify(path: str | Path, provider: str = "auto", threads: int | None = None):
+    """Check the bundle at PATH against the conformance vectors it carries (see runtime/verifier.py)."""
+    from edgelm.runtime.verifier import verify as run
+
+    return run(path, provider=provider, threads=threads)
+
+
+__all__ = ["load", "verify"]

@@ -14,6 +14,7 @@ from tokenizers import Tokenizer
 
 from edgelm.errors import BundleError, GenerationError
 from edgelm.runtime.chat_template import check_template
+from edgelm.runtime.kv_layout import onnxruntime_problem
 from edgelm.runtime.manifest import DECODER_TASKS, Manifest, check_files, read_manifest
 from edgelm.runtime.session import DEVICES, Device, choose_threads, open_session, provider_note, resolve_provider
 from edgelm.runtime.threads import CpuBudget
@@ -89,6 +90,9 @@ def open_bundle(folder: str | Path, provider: str = "auto", threads: int | None 
     notes = check_files(folder, manifest, fast=fast)
     asked, provider = provider, resolve_provider(provider)
     budget = choose_threads(threads)
+    problem = onnxruntime_problem(manifest.kv_cache, ort.__version__)
+    if problem:
+        raise BundleError(problem)
     session = open_session(folder / manifest.graph_file, provider, budget.count)
     try:
         tokenizer = Tokenizer.from_file(str(folder / manifest.tokenizer_file))

@@ -18,7 +18,7 @@ import onnxruntime as ort
 from edgelm.runtime.kv_cache import KVCache
 from edgelm.runtime.kv_layout import INPUT_IDS, LOGITS, LOGITS_TO_KEEP, POSITION_IDS, SEQUENCE_LENGTHS
 from edgelm.runtime.manifest import Manifest
-from edgelm.runtime.session import DEVICES, Device
+from edgelm.runtime.session import DEVICES, Device, run_graph
 
 
 PREFILL_CHUNK = 256  # tokens per call when a prompt is long (256 to 512 measured alike; smaller bounds scratch memory)
@@ -79,7 +79,7 @@ class DecoderGraph:
         feeds.lengths[:] = starts + 1
         if feeds.positions is not None:
             feeds.positions[:, 0] = starts
-        self.session.run_with_iobinding(feeds.binding)
+        run_graph(lambda: self.session.run_with_iobinding(feeds.binding))
         cache.advance(np.flatnonzero(live), 1)
         return feeds.logits[:, 0].copy()  # (width, vocab); the buffer is overwritten by the next step
 
@@ -94,7 +94,7 @@ class DecoderGraph:
         binding.bind_cpu_input(LOGITS_TO_KEEP, np.asarray([keep], dtype=np.int64))
         logits = np.empty((rows, min(keep, new) if keep else new, self.vocab_size), dtype=np.float32)
         binding.bind_output(LOGITS, "cpu", 0, np.float32, list(logits.shape), logits.ctypes.data)
-        self.session.run_with_iobinding(binding)
+        run_graph(lambda: self.session.run_with_iobinding(binding))
         return logits
 
     def _step_feeds(self, cache: KVCache, width: int) -> "StepFeeds":

@@ -22,6 +22,7 @@ from tokenizers import Encoding, Tokenizer
 from edgelm.errors import GenerationError
 from edgelm.runtime.bundle import Bundle, FrontEnd
 from edgelm.runtime.manifest import ENCODER_TASKS
+from edgelm.runtime.session import run_graph
 from edgelm.runtime.unicode import unpaired_surrogate
 
 LOGITS = "logits"  # the graph output every classifier and fill-mask bundle has
@@ -110,6 +111,18 @@ class Encoder(FrontEnd):
             return results[0][0] if len(results[0]) == 1 else results[0]
         return results
 
+    def encode(self, texts: Texts) -> list[list[int]]:
+        """Token ids of each text as the graph gets them: special tokens added, cut to max_context."""
+        items, _ = _as_list(texts)
+        return [e.ids for e in self._encode(items)]
+
+    def output(self, texts: Texts, name: str, batch_size: int = 32) -> list[np.ndarray]:
+        """Graph output NAME per text, unpadded (conformance vectors record and check these)."""
+        items, _ = _as_list(texts)
+        if name not in self.manifest.output_names():
+            raise GenerationError(f"the graph has no output {name!r}; it has {', '.join(self.manifest.output_names())}")
+        return self._forward(items, name, batch_size)[1]
+
     # -- encode and run --------------------------------------------------------------------
     def _forward(self, items: list[str], output: str, batch_size: int,
                  check: Callable[[list[Encoding]], None] | None = None) -> tuple[list[Encoding], list[np.ndarray]]:
@@ -149,7 +162,7 @@ class Encoder(FrontEnd):
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
             feed = self._feed([encodings[i].ids for i in chunk])
-            out = self.bundle.session.run([output], feed)[0]  # (batch, dim) or (batch, seq, n)
+            out = run_graph(lambda: self.bundle.session.run([output], feed))[0]  # (batch, dim) or (batch, seq, n)
             for row, i in zip(out, chunk):
                 length = len(encodings[i].ids)
                 rows[i] = (row[:length] if row.ndim == 2 else row).astype(np.float32, copy=False)

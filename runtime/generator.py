@@ -271,6 +271,16 @@ class Generator:
             raise GenerationError("no token chosen yet; call generate_next_token first")
         return self._pending.copy()
 
+    def get_logits(self) -> np.ndarray:
+        """(batch, vocab) float32: the raw logits the last generate_next_token chose from.
+
+        Before the first step, those after the prompt (what the first step will choose from).
+        Rows that had already finished keep the values of their last step.
+        """
+        if self._logits is None:
+            raise GenerationError("no logits yet; call append_tokens with the prompt first")
+        return self._logits[:self.batch].copy()
+
     def get_sequence(self, row: int) -> list[int]:
         """Prompt and generated ids of ROW, without padding (an ending eos included)."""
         self._check_row(row, "get_sequence")

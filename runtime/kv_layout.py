@@ -32,6 +32,10 @@ PRESENT_KEY = "present.{layer}.key"
 PRESENT_VALUE = "present.{layer}.value"
 KV_AXES = ("batch_size", "kv_heads", "capacity", "head_size")
 
+# The oldest onnxruntime whose GroupQueryAttention runs each cache type: an int8 cache needs its
+# k_scale/v_scale inputs (1.25) working (1.25 and 1.26 load such a graph but fail at the first run).
+MIN_ONNXRUNTIME = {"float32": (1, 24), "int8": (1, 28)}
+
 INPUT_IDS = "input_ids"
 POSITION_IDS = "position_ids"
 SEQUENCE_LENGTHS = "sequence_lengths"
@@ -97,3 +101,15 @@ class KVLayout:
         d = dict(d)
         d["axes"] = tuple(d.get("axes", KV_AXES))
         return cls(**d)
+
+
+def onnxruntime_problem(layout: "KVLayout | None", version: str) -> str:
+    """Why onnxruntime VERSION cannot run a cache of LAYOUT's type ('' when it can)."""
+    if layout is None:
+        return ""
+    need = MIN_ONNXRUNTIME.get(layout.dtype)
+    have = tuple(int(part) for part in version.split(".")[:2] if part.isdigit())
+    if need is None or have >= need:
+        return ""
+    return (f"this bundle keeps its KV cache in {layout.dtype}, which needs onnxruntime {need[0]}.{need[1]} or later "
+            f"(this is {version}); upgrade onnxruntime (pip install -U onnxruntime)")

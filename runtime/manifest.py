@@ -96,6 +96,7 @@ class Manifest:
     precision: dict[str, Any] = field(default_factory=lambda: {"weights": "fp32", "method": None})
     verification: dict[str, Any] = field(default_factory=dict)
     accuracy: dict[str, Any] = field(default_factory=dict)  # quantize's gate against the float bundle
+    conformance_file: str | None = None  # conformance.json: vectors any runtime can check itself against
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     edgelm_version: str = ""
@@ -119,6 +120,12 @@ class Manifest:
     def with_files(self, folder: Path) -> "Manifest":
         """The same manifest with `files` listing every file now in `folder` (but itself)."""
         return replace(self, files=hash_files(folder))
+
+    def with_conformance(self, folder: Path, name: str) -> "Manifest":
+        """The same manifest naming the conformance vectors NAME, added to `files` (the rest is not hashed again)."""
+        path = Path(folder) / name
+        entry = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+        return replace(self, conformance_file=name, files=dict(sorted({**self.files, name: entry}.items())))
 
     # -- (de)serialisation --------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -145,6 +152,7 @@ class Manifest:
             "precision": self.precision,
             "verification": self.verification,
             "accuracy": self.accuracy,
+            "conformance": self.conformance_file,
             "files": self.files,
         }
 
@@ -192,6 +200,7 @@ class Manifest:
                 precision=d.get("precision", {}),
                 verification=d.get("verification", {}),
                 accuracy=d.get("accuracy") or {},
+                conformance_file=d.get("conformance"),
                 files=d.get("files", {}),
             )
         except (KeyError, TypeError, ValueError) as e:

@@ -103,6 +103,7 @@ FIELDS: dict[str, tuple[bool, Check, str]] = {
     "precision": (False, _dict, "an object"),
     "verification": (False, _dict, "an object"),
     "accuracy": (False, _or_null(_dict), "an object or null"),
+    "conformance": (False, _or_null(_text), "a file name or null"),
     "files": (True, lambda x: _dict(x) and all(map(_file_entry, x.values())),
               "an object of {sha256 (64 hex digits), bytes}"),
 }
@@ -143,7 +144,7 @@ def named_files(data: dict) -> dict[str, str]:
     """Every file name the manifest uses, by the field that holds it."""
     graph, tokenizer = data.get("graph") or {}, data.get("tokenizer") or {}
     names = {"graph.file": graph.get("file"), "tokenizer.file": tokenizer.get("file"),
-             "tokenizer.chat_template": tokenizer.get("chat_template")}
+             "tokenizer.chat_template": tokenizer.get("chat_template"), "conformance": data.get("conformance")}
     names.update({f"graph.external_data[{i}]": n for i, n in enumerate(graph.get("external_data") or [])})
     names.update({f"files[{n!r}]": n for n in data.get("files") or {}})
     return {field: name for field, name in names.items() if name is not None}

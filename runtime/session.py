@@ -8,14 +8,22 @@ through numpy every step.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import onnxruntime as ort
 
-from edgelm.errors import BundleError
+from edgelm.errors import BundleError, GenerationError
 from edgelm.runtime.threads import CpuBudget, usable_cpus
 
+T = TypeVar("T")
+# What a failing run raises: run_with_iobinding a RuntimeError, run() onnxruntime's own classes
+# (Fail, InvalidArgument, RuntimeException, ...), which derive from Exception only.
+_ORT_ERRORS = (RuntimeError, *(getattr(ort.capi.onnxruntime_pybind11_state, name) for name in (
+    "Fail", "InvalidArgument", "RuntimeException", "EPFail", "EngineError", "NotImplemented", "InvalidGraph")
+    if hasattr(ort.capi.onnxruntime_pybind11_state, name)))
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 
@@ -90,7 +98,39 @@ def open_session(graph: Path, provider: str = "cpu", threads: int | None = None)
         if "External data path" in first or "external data location" in first:
             raise BundleError(f"{graph.name} reads its weights from outside the bundle, which is refused "
                               f"({first.split(' : ')[-1]}); re-export the bundle") from e
+        if any(sign in first for sign in _TOO_OLD):
+            raise BundleError(f"onnxruntime {ort.__version__} is too old for {graph.name} ({_reason(first)}); "
+                              "upgrade onnxruntime (pip install -U onnxruntime)") from e
         raise BundleError(f"onnxruntime cannot load {graph.name}: {first}; re-export the bundle") from e
     if PROVIDERS[provider] not in session.get_providers():  # onnxruntime fell back silently
         raise BundleError(f"onnxruntime could not start the {provider} provider for {graph.name}; check the GPU driver and CUDA libraries")
     return session
+
+
+def run_graph(call: Callable[[], T]) -> T:
+    """CALL (one session run), with onnxruntime's failure as one GenerationError line, not its C++ trace."""
+    try:
+        return call()
+    except _ORT_ERRORS as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        node, _, status = first.partition(" Status Message: ")  # "...running GroupQueryAttention node. Name:'...'"
+        where = node.rsplit("while running ", 1)[-1].split(". Name:")[0] if status else ""
+        short = " ".join(status.split()[-12:]) if len(status) > 200 else status  # the C++ source path is noise
+        reason = f"{where}: {short}" if status else _reason(first)
+        raise GenerationError(f"onnxruntime failed running the graph ({reason.strip()}); check the bundle with "
+                              f"`edgelm verify` and this onnxruntime ({ort.__version__}) against the bundle's needs") from e
+
+
+# What onnxruntime says when a graph uses more than it knows: a newer IR or opset, an operator's
+# newer attributes or inputs (an int8 KV cache needs GroupQueryAttention's of onnxruntime 1.25).
+_TOO_OLD = ("Unsupported model IR version", "Unrecognized attribute", "not in range [min=", "is under development",
+            "opset import is not supported", "this ONNX Runtime build does not support")
+
+
+def _reason(message: str) -> str:
+    """The end of onnxruntime's message, without the source paths and node dumps before it."""
+    for mark in (", Error ", ") ", " : "):
+        if mark in message:
+            message = message.rsplit(mark, 1)[-1]
+            break
+    return message.strip()[:160]

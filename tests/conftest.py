@@ -22,6 +22,7 @@ PREBUILT = Path(os.environ["EDGELM_PREBUILT_BUNDLES"]) if os.environ.get("EDGELM
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "cuda: needs the CUDA execution provider (onnxruntime-gpu and a GPU)")
+    config.addinivalue_line("markers", "node: runs the Node.js client in clients/node (Node 20+, npm ci)")
 
 
 @pytest.fixture(scope="session")
@@ -95,3 +96,26 @@ def minilm_bundle(tmp_path_factory):
     out = tmp_path_factory.mktemp("real") / "minilm"
     _export_with_the_cli(MINILM, out, "--task", "feature-extraction")
     return out
+
+
+def _quantize_with_the_cli(src: Path, out: Path) -> Path:
+    """`edgelm quantize SRC OUT` with the default method; OUT, checked against its files."""
+    from edgelm.runtime.manifest import check_files, read_manifest
+
+    result = subprocess.run([sys.executable, "-m", "edgelm.cli", "quantize", str(src), str(out)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "passed" in result.stdout and "of float" in result.stdout, result.stdout
+    check_files(out, read_manifest(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def smollm2_int8_bundle(smollm2_bundle, tmp_path_factory):
+    """SmolLM2 quantized once per session by the CLI with its default method (int8 weight-only)."""
+    return _quantize_with_the_cli(smollm2_bundle, tmp_path_factory.mktemp("quantized-real") / "smol-int8")
+
+
+@pytest.fixture(scope="session")
+def minilm_int8_bundle(minilm_bundle, tmp_path_factory):
+    """all-MiniLM-L6-v2 quantized once per session by the CLI with its default method (int8-per-token)."""
+    return _quantize_with_the_cli(minilm_bundle, tmp_path_factory.mktemp("quantized-real") / "minilm-int8")

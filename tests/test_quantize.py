@@ -24,7 +24,7 @@ from edgelm.errors import QuantizeError
 from edgelm.quantize import Method, QuantizeOptions, quantize
 from edgelm.quantize.gate import compare_next_tokens
 from edgelm.quantize.texts import SENTENCES
-from edgelm.runtime import load
+from edgelm.runtime import load, verify
 from edgelm.runtime.manifest import Manifest, check_files, read_manifest
 from tests.test_bad_input import assert_nothing_written, assert_one_line_error, run_cli
 
@@ -211,6 +211,18 @@ def test_bundle_passes_its_file_check_and_is_smaller_than_float(quantized, case)
     assert graph_bytes(q.out, q.manifest) < graph_bytes(q.src, q.base)
     assert bundle_bytes(q.manifest) < bundle_bytes(q.base)
     assert q.manifest.files[q.base.tokenizer_file] == q.base.files[q.base.tokenizer_file]  # copied as is
+
+
+@pytest.mark.parametrize("case", ALL, ids=case_id)
+def test_quantized_bundle_carries_its_own_conformance_vectors_and_passes_them(quantized, case):
+    """Quantize records new vectors on the bundle it wrote (not the float bundle's), at its precision."""
+    q = quantized(*case)
+    assert q.manifest.conformance_file == "conformance.json" and "conformance.json" in q.manifest.files
+    assert q.manifest.files["conformance.json"] != q.base.files["conformance.json"]
+    vectors = json.loads((q.out / "conformance.json").read_text(encoding="utf-8"))
+    assert vectors["precision"] == q.manifest.precision["weights"] == ("int4" if case[1] is Method.INT4 else "int8")
+    report = verify(q.out, provider="cpu")
+    assert report.passed, [(o.name, o.detail) for o in report.failures]
 
 
 @pytest.mark.parametrize("case", DECODERS, ids=case_id)

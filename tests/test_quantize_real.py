@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 
 from edgelm.quantize import Method, QuantizeOptions, quantize
-from edgelm.runtime import load
+from edgelm.runtime import load, verify
 from edgelm.runtime.manifest import Manifest, check_files, read_manifest
 from tests.conftest import REPO
-from tests.test_bad_input import run_cli
 
 pytestmark = pytest.mark.real
 HELD_OUT = REPO / "scripts" / "heldout_sentences.txt"
@@ -24,31 +23,25 @@ def bundle_bytes(manifest: Manifest) -> int:
     return sum(meta["bytes"] for meta in manifest.files.values())
 
 
-def quantize_with_the_cli(src, out) -> Manifest:
-    """`edgelm quantize SRC OUT` with the default method; OUT's manifest, checked against its files."""
-    result = run_cli("quantize", src, out)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "passed" in result.stdout and "of float" in result.stdout, result.stdout
-    manifest = read_manifest(out)
-    check_files(out, manifest)
-    return manifest
+@pytest.fixture(scope="module")
+def smollm2_int8(smollm2_int8_bundle):
+    """SmolLM2 quantized once per session by the CLI with its default method: (OUT, manifest)."""
+    return smollm2_int8_bundle, read_manifest(smollm2_int8_bundle)
 
 
 @pytest.fixture(scope="module")
-def smollm2_int8(smollm2_bundle, tmp_path_factory):
-    """SmolLM2 quantized once for this module by the CLI with its default method: (OUT, manifest)."""
-    out = tmp_path_factory.mktemp("quantized-real") / "smol-int8"
-    return out, quantize_with_the_cli(smollm2_bundle, out)
+def minilm_int8(minilm_int8_bundle):
+    """all-MiniLM-L6-v2 quantized once per session by the CLI with its default method."""
+    return minilm_int8_bundle, read_manifest(minilm_int8_bundle)
 
 
-@pytest.fixture(scope="module")
-def minilm_int8(minilm_bundle, tmp_path_factory):
-    """all-MiniLM-L6-v2 quantized once for this module by the CLI with its default method."""
-    out = tmp_path_factory.mktemp("quantized-real") / "minilm-int8"
-    return out, quantize_with_the_cli(minilm_bundle, out)
+def test_real_quantized_bundles_pass_their_own_conformance_vectors(smollm2_int8, minilm_int8):
+    for out, manifest in (smollm2_int8, minilm_int8):
+        report = verify(out, provider="cpu")
+        assert report.passed, [(o.name, o.detail) for o in report.failures]
+        assert report.precision == "int8" and len(report.outcomes) == (7 if manifest.is_decoder else 4)
 
 
-# -- SmolLM2 ---------------------------------------------------------------------------------------
 def test_smollm2_default_int8_passes_the_gate_within_the_issue_numbers(smollm2_int8):
     _, manifest = smollm2_int8
     assert manifest.precision["method"] == "int8"  # the decoder default
@@ -89,6 +82,8 @@ def test_smollm2_int4_passes_its_gate_at_under_20_percent_of_float(smollm2_bundl
     # measured +14.7% with SmoothQuant, blocks of 64 and zero points (symmetric blocks of 32 unsmoothed: +17.7%;
     # a 4-bit head and embedding: +24.8%); llama.cpp Q4_0 on the same model: about +20%
     assert acc["perplexity_increase"] <= 0.20
+    report = verify(tmp_path / "smol-int4", provider="cpu")
+    assert report.passed and report.precision == "int4", [(o.name, o.detail) for o in report.failures]
 
 
 def test_smoothquant_brings_smollm2_int4_closer_to_float(smollm2_bundle, tmp_path):
@@ -106,6 +101,7 @@ def test_smollm2_int8_with_an_int8_kv_cache_stays_within_one_percent(smollm2_bun
     assert manifest.accuracy["perplexity_increase"] <= 0.01  # measured +0.48% (weights alone: -0.38%)
     lm = load(out, provider="cpu")
     assert "Paris" in lm.generate("In which city is the Eiffel Tower?", chat=True, max_new_tokens=16)
+    assert verify(out, provider="cpu").passed
 
 
 # -- all-MiniLM-L6-v2 --------------------------------------------------------------------------------

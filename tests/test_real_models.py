@@ -154,3 +154,41 @@ def test_smollm2_render_chat_and_encode_equal_transformers(smollm2, hf_smollm2):
             conversation, tokenize=False, add_generation_prompt=True)
         assert smollm2.encode(conversation) == hf_tokenizer.apply_chat_template(
             conversation, tokenize=True, add_generation_prompt=True)
+
+
+# -- conformance vectors of the real bundles, against the libraries themselves ---------------------
+def test_smollm2_conformance_vectors_equal_transformers_and_pass_verify(smollm2_bundle, hf_smollm2):
+    """The recorded ids are transformers' own: its tokenizer, its chat template, its greedy generate."""
+    import json
+
+    from edgelm.runtime import verify
+
+    hf_tokenizer, model = hf_smollm2
+    vectors = json.loads((smollm2_bundle / "conformance.json").read_text(encoding="utf-8"))["vectors"]
+    for v in vectors:
+        if v["kind"] == "tokens":
+            assert v["ids"] == hf_tokenizer(v["text"]).input_ids, v["name"]
+        if v["kind"] == "chat":
+            assert v["rendered"] == hf_tokenizer.apply_chat_template(v["messages"], add_generation_prompt=True, tokenize=False)
+            assert v["ids"] == hf_tokenizer.apply_chat_template(v["messages"], add_generation_prompt=True, return_dict=False)
+        if v["kind"] == "greedy":
+            for row in v["rows"]:
+                ended = row["ids"] + ([2] if row["finish"] == "eos" else [])
+                assert ended == hf_greedy(model, row["prompt_ids"], v["max_new_tokens"]), v["name"]
+    report = verify(smollm2_bundle, provider="cpu")
+    assert report.passed and len(report.outcomes) == 7, [(o.name, o.detail) for o in report.failures]
+
+
+def test_minilm_conformance_vectors_equal_sentence_transformers_and_pass_verify(minilm_bundle):
+    import json
+
+    from sentence_transformers import SentenceTransformer
+
+    from edgelm.runtime import verify
+
+    (vector,) = [v for v in json.loads((minilm_bundle / "conformance.json").read_text(encoding="utf-8"))["vectors"]
+                 if v["kind"] == "embedding"]
+    reference = SentenceTransformer(str(MINILM), device="cpu")
+    np.testing.assert_allclose([r["values"] for r in vector["rows"]], reference.encode(vector["texts"]), atol=2e-4)
+    assert [r["ids"] for r in vector["rows"]] == [reference.tokenizer(t)["input_ids"] for t in vector["texts"]]
+    assert verify(minilm_bundle, provider="cpu").passed

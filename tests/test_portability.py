@@ -1,0 +1,60 @@
+"""Bundles that older onnxruntimes and other runtimes can read: the IR version export writes, the
+attribute defaults quantize drops, the onnxruntime an int8 KV cache needs, and a failing run
+reported in one line instead of onnxruntime's C++ trace.
+"""
+
+from __future__ import annotations
+
+import onnx
+import onnxruntime as ort
+import pytest
+
+from edgelm.errors import GenerationError
+from edgelm.quantize import Method, QuantizeOptions, quantize
+from edgelm.runtime.kv_layout import MIN_ONNXRUNTIME, onnxruntime_problem
+from edgelm.runtime.session import run_graph
+
+
+def contrib_attributes(path) -> dict[str, set[str]]:
+    model = onnx.load(str(path), load_external_data=False)
+    return {n.name: {a.name for a in n.attribute} for n in model.graph.node if n.op_type == "GroupQueryAttention"}
+
+
+@pytest.mark.parametrize("name", ("gpt2", "llama"))
+def test_exported_decoder_graphs_use_ir_version_10_not_onnxs_newest(bundles, name):
+    folder, manifest = bundles(name)
+    assert onnx.load(str(folder / manifest.graph_file), load_external_data=False).ir_version == 10
+
+
+def test_quantize_leaves_attention_nodes_with_the_float_graphs_attributes(bundles, tmp_path):
+    """onnxruntime's optimiser would fill in every attribute of its own schema (sliding_window_cache...)."""
+    src, base = bundles("llama")
+    out = tmp_path / "int4"
+    quantize(src, out, QuantizeOptions(Method.INT4, gate=False), progress=False)
+    before, after = contrib_attributes(src / base.graph_file), contrib_attributes(out / base.graph_file)
+    assert before and after == before
+
+
+def test_an_int8_kv_cache_names_the_onnxruntime_it_needs(bundles):
+    from dataclasses import replace
+
+    _, manifest = bundles("llama")
+    int8 = replace(manifest.kv_cache, dtype="int8")
+    assert MIN_ONNXRUNTIME["int8"] > MIN_ONNXRUNTIME["float32"]
+    problem = onnxruntime_problem(int8, "1.26.0")
+    assert "needs onnxruntime 1.28 or later (this is 1.26.0)" in problem and "upgrade onnxruntime" in problem
+    assert onnxruntime_problem(int8, "1.28.0") == onnxruntime_problem(manifest.kv_cache, "1.24.1") == ""
+    assert onnxruntime_problem(None, "1.0.0") == ""
+
+
+def test_a_failing_run_is_one_generation_error_line():
+    def kernel_failure():
+        raise ort.capi.onnxruntime_pybind11_state.Fail(
+            "[ONNXRuntimeError] : 1 : FAIL : Non-zero status code returned while running GroupQueryAttention node. "
+            "Name:'/model/layers.0/attn/GroupQueryAttention' Status Message: tensor.h:230 Tensor type mismatch.")
+
+    with pytest.raises(GenerationError) as caught:
+        run_graph(kernel_failure)
+    message = str(caught.value)
+    assert "\n" not in message and "onnxruntime failed running the graph" in message and "Tensor type mismatch" in message
+    assert "edgelm verify" in message
