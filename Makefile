@@ -8,8 +8,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 MODELS := .models
 STAMP := $(VENV)/.installed
+# The Node.js client's packages, from its lockfile (npm writes this file on every install).
+NODE_STAMP := clients/node/node_modules/.package-lock.json
 
-.PHONY: demo test soak models install clean
+.PHONY: demo test soak models install node clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,13 +22,20 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# onnxruntime-node's install script would fetch CUDA binaries from NuGet: clients/node/.npmrc skips it,
+# so everything comes from the npm registry.
+$(NODE_STAMP): clients/node/package.json clients/node/package-lock.json
+	cd clients/node && npm ci --no-audit --no-fund --loglevel=error
+
+node: $(NODE_STAMP)
+
 models: $(STAMP)
 	$(BIN)/python scripts/fetch_models.py $(MODELS)
 
 demo: models
 	$(BIN)/python scripts/pipeline.py --models $(MODELS) --out out
 
-test: models
+test: models node
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 # The long soak (about 15 minutes; not part of CI): 2,000 generate calls and a 4,000-token generation on
@@ -35,4 +44,4 @@ soak: models
 	$(BIN)/python scripts/soak.py --models $(MODELS) --out out --write-docs
 
 clean:
-	rm -rf $(VENV) $(MODELS) out
+	rm -rf $(VENV) $(MODELS) out clients/node/node_modules

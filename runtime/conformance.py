@@ -30,11 +30,15 @@ GREEDY_TOKENS = 16
 TOP = 5
 
 # Tokenizer texts: plain ASCII with digits and punctuation, CJK (no spaces, full-width
-# punctuation), and emoji (astral code points, a skin-tone modifier, a ZWJ sequence).
+# punctuation), emoji (astral code points, a skin-tone modifier, a ZWJ sequence), white space.
 TEXTS = {
     "plain text": "The quick brown fox jumps over the lazy dog. It was 3:45 p.m. on 2026-12-02, wasn't it?",
     "Chinese text": "今天天气很好，我们去公园散步吧。机器学习模型可以在边缘设备上运行。",
     "emoji text": "Shipping models 🚀 to edge boxes 🤖👍🏽 — done ✅ 👩‍💻",
+    # Where tokenizer ports differ from Rust's `tokenizers`: what counts as white space (JavaScript's
+    # \s takes U+FEFF and not U+0085), tabs and new lines, and spaces that are not U+0020.
+    "white-space text": "tabs\tand\nnew lines,  two spaces, no-break\u00a0space, thin\u2009space, "
+                        "ideographic\u3000space, BOM\ufeffmark, next\u0085line, end. ",
 }
 CHAT = [{"role": "user", "content": "What is the capital of France?"}]
 PLAIN_PROMPT = "Once upon a time, in a small village by the sea,"
@@ -200,7 +204,7 @@ def _margin(logits: np.ndarray) -> float:
 
 
 def _embedding_vector(model: Any) -> dict[str, Any]:
-    texts = list(TEXTS.values()) + ["A cat sits on the mat."]
+    texts = [TEXTS["plain text"], TEXTS["Chinese text"], TEXTS["emoji text"], "A cat sits on the mat."]
     output = model.manifest.pooling.output
     rows = model.output(texts, output, batch_size=len(texts))  # one batch: padding must not matter
     return {"kind": "embedding", "name": "sentence embeddings, one batch", "texts": texts, "output": output,

@@ -63,8 +63,8 @@ def test_every_exported_bundle_carries_checksummed_vectors_that_pass_here(bundle
     assert data["conformance_version"] == 1 and data["precision"] == "fp32"
     assert data["tolerances"] == {k: v for k, v in vars(TOLERANCES["fp32"]).items()}
     kinds = [v["kind"] for v in data["vectors"]]
-    assert kinds[:3] == ["tokens"] * 3
-    assert {v["name"] for v in data["vectors"][:3]} == {"plain text", "Chinese text", "emoji text"}
+    assert kinds[:4] == ["tokens"] * 4
+    assert {v["name"] for v in data["vectors"][:4]} == {"plain text", "Chinese text", "emoji text", "white-space text"}
     report = verify(folder, provider="cpu")
     assert report.passed, [(o.name, o.detail) for o in report.failures]
     assert len(report.outcomes) == len(data["vectors"])
@@ -158,7 +158,7 @@ def test_verify_cli_prints_a_row_per_vector_and_exits_1_on_a_failure(bundles, tm
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["passed"] and report["provider"] == "cpu" and report["precision"] == "fp32"
-    assert all(v["passed"] for v in report["vectors"]) and len(report["vectors"]) == 6
+    assert all(v["passed"] for v in report["vectors"]) and len(report["vectors"]) == 7
 
     bad = copy_of(bundles, "gpt2", tmp_path)
     scale_largest_weight(bad, 1.5)

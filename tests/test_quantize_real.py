@@ -39,7 +39,7 @@ def test_real_quantized_bundles_pass_their_own_conformance_vectors(smollm2_int8,
     for out, manifest in (smollm2_int8, minilm_int8):
         report = verify(out, provider="cpu")
         assert report.passed, [(o.name, o.detail) for o in report.failures]
-        assert report.precision == "int8" and len(report.outcomes) == (7 if manifest.is_decoder else 4)
+        assert report.precision == "int8" and len(report.outcomes) == (8 if manifest.is_decoder else 5)
 
 
 def test_smollm2_default_int8_passes_the_gate_within_the_issue_numbers(smollm2_int8):

@@ -176,7 +176,7 @@ def test_smollm2_conformance_vectors_equal_transformers_and_pass_verify(smollm2_
                 ended = row["ids"] + ([2] if row["finish"] == "eos" else [])
                 assert ended == hf_greedy(model, row["prompt_ids"], v["max_new_tokens"]), v["name"]
     report = verify(smollm2_bundle, provider="cpu")
-    assert report.passed and len(report.outcomes) == 7, [(o.name, o.detail) for o in report.failures]
+    assert report.passed and len(report.outcomes) == 8, [(o.name, o.detail) for o in report.failures]
 
 
 def test_minilm_conformance_vectors_equal_sentence_transformers_and_pass_verify(minilm_bundle):
