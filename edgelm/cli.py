@@ -311,6 +311,52 @@ def fill_mask_cmd(bundle: Path, texts: tuple[str, ...], top_k: int, provider: st
     _print_json_lines({"text": t, "masks": r} for t, r in zip(texts, results))
 
 
+@cli.command("batch")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.argument("output", type=click.Path(path_type=Path))
+@click.option("--column", default="text", show_default=True, help="The input column that holds the texts.")
+@click.option("--task", type=click.Choice(["embed", "classify", "generate"]), default=None,
+              help="Default: what the bundle serves (feature-extraction: embed, text-classification: classify, "
+                   "text-generation: generate).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Rows per runtime call.")
+@click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
+              help="Run on Ray actors: auto (a cluster on this machine, else a new local one) or a cluster's address.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Ray actors, each loading the bundle once [default: one per 2 CPUs of the cluster].")
+@click.option("--output-format", type=click.Choice(["jsonl", "csv", "parquet"]), default=None,
+              help="Format of a folder OUTPUT's files [default: each input file's].")
+@click.option("--force", is_flag=True, help="Replace an existing OUTPUT; start an unfinished run over.")
+@click.option("--part-rows", type=click.IntRange(min=1), default=1024, show_default=True,
+              help="A part is saved once this many rows are done (in whole batches): about the most a killed run loses.")
+@click.option("--chat/--raw", "chat", default=None,
+              help="generate: wrap each text in the chat template as a user message [default: --chat when the bundle has one].")
+@sampling_options
+@runtime_options
+@one_line_errors
+def batch_cmd(bundle: Path, input_path: Path, output: Path, column: str, task: str | None, batch_size: int,
+              ray_address: str | None, workers: int | None, output_format: str | None, force: bool, part_rows: int,
+              chat: bool | None, provider: str, threads: int | None, fast: bool, verbose: bool, **options):
+    """Run BUNDLE over every row of INPUT into OUTPUT (JSONL, CSV or parquet files or folders), resumably.
+
+    OUTPUT keeps INPUT's columns and adds the result (embedding; label and score; or generated_text,
+    finish_reason, prompt_tokens, completion_tokens) and error (why a bad row was skipped). A run
+    killed half way and started again with the same OUTPUT goes on where it stopped. See docs/batch.md.
+    """
+    require_extra("ray" if ray_address else "batch", "batch --ray" if ray_address else "batch")
+    from edgelm.batch import run
+
+    generation = {k: v for k, v in _generation_kwargs(options).items() if k not in ("stop", "truncate_prompt")}
+    summary = run(bundle, input_path, output, column=column, task=task, batch_size=batch_size, ray=ray_address,
+                  workers=workers, threads=threads, provider=provider, fast=fast, force=force,
+                  output_format=output_format, chat=chat, stop=tuple(options["stop"]),
+                  truncate_prompt=options["truncate_prompt"], part_rows=part_rows, **generation)
+    bad = f", {summary.bad_rows:,} bad (see the error column)" if summary.bad_rows else ""
+    kept = f", {summary.resumed:,} kept from an earlier run" if summary.resumed else ""
+    click.echo(f"wrote {summary.output}: {summary.rows:,} rows{bad}{kept}; {summary.computed:,} computed in "
+               f"{summary.seconds:.1f} s ({summary.rows_per_second:,.0f} rows/s, {summary.where})", err=True)
+
+
 @cli.command("serve")
 @click.argument("bundles", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--name", "names", multiple=True, help="Model name of each bundle, in order [default: its folder's name].")

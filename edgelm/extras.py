@@ -1,7 +1,7 @@
 """Which optional extra each command needs, checked before the command starts.
 
-`pip install edgelm` is the runtime only (an edge box); export, quantize and serve each need an
-extra. Without it, the import error would surface from deep inside a library (onnxruntime's
+`pip install edgelm` is the runtime only (an edge box); export, quantize, serve and batch (with
+--ray: the ray extra) each need an extra. Without it, the import error would surface from deep inside a library (onnxruntime's
 quantizer importing onnx_ir, optimum importing torch) as a traceback; this names the extra instead.
 """
 
@@ -16,6 +16,8 @@ EXTRA_MODULES = {
     "export": ("torch", "transformers", "optimum.exporters.onnx", "onnx", "sentence_transformers"),
     "quantize": ("onnx", "onnx_ir", "onnxruntime.quantization"),
     "serve": ("starlette", "uvicorn", "prometheus_client"),
+    "batch": ("pyarrow",),
+    "ray": ("ray", "ray.data", "pyarrow"),
 }
 
 

@@ -16,6 +16,8 @@ EXTRA_PACKAGES = {
     "export": ["torch", "transformers", "optimum", "onnx", "sentence_transformers", "gguf", "accelerate"],
     "quantize": ["onnx", "onnx_ir"],
     "serve": ["starlette", "uvicorn", "prometheus_client"],
+    "batch": ["pyarrow"],
+    "ray": ["ray", "pyarrow"],
 }
 
 LAUNCHER = """
@@ -64,6 +66,16 @@ def test_quantize_without_the_quantize_extra(bundles, tmp_path, missing):
 def test_serve_without_the_serve_extra(bundles):
     done = run_without(["uvicorn"], "serve", bundles("gpt2")[0])
     assert_names_the_extra(done, "serve", "serve", "uvicorn")
+
+
+def test_batch_without_the_batch_extra(bundles, tmp_path):
+    done = run_without(["pyarrow"], "batch", bundles("gpt2")[0], tmp_path / "in.jsonl", tmp_path / "out.jsonl")
+    assert_names_the_extra(done, "batch", "batch", "pyarrow")
+
+
+def test_batch_on_ray_without_the_ray_extra(bundles, tmp_path):
+    done = run_without(["ray"], "batch", bundles("gpt2")[0], tmp_path / "in.jsonl", tmp_path / "out.jsonl", "--ray", "auto")
+    assert_names_the_extra(done, "batch --ray", "ray", "ray")
 
 
 def test_the_runtime_commands_run_with_every_extra_missing(bundles):
