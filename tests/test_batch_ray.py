@@ -31,9 +31,14 @@ def cluster():
 
     if ray.is_initialized():
         ray.shutdown()
+    # ray.init installs its own SIGTERM/SIGINT handlers in this (pytest's) process and leaves them after
+    # shutdown; later tests that signal themselves (test_interruption.py) need the default ones back.
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
+    for s, handler in handlers.items():
+        signal.signal(s, handler)
 
 
 @pytest.fixture(scope="module")
@@ -116,10 +121,15 @@ def test_a_sigkilled_driver_resumes_and_writes_every_row_once(cluster, decoder, 
 
 
 def actor_processes() -> list[psutil.Process]:
+    """This cluster's edgelm actors (its raylet is a child of this process; another run's are left alone)."""
     found = []
     for process in psutil.process_iter(["cmdline"]):
-        if any(ACTOR in part for part in process.info["cmdline"] or ()):
-            found.append(process)
+        try:
+            if any(ACTOR in part for part in process.info["cmdline"] or ()) and \
+                    os.getpid() in (p.pid for p in process.parents()):
+                found.append(process)
+        except psutil.NoSuchProcess:
+            continue
     return found
 
 
