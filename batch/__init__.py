@@ -14,7 +14,7 @@ Layers, one job each:
     plan.py        row ids, the pending batches, OUTPUT's layout, the run's settings, all checked first
     parts.py       resumable output: parts beside OUTPUT, written atomically, merged in row-id order
     driver.py      parts + progress bar + merge around a runner
-    local.py       local mode: one process
+    local.py       local mode: one process, workers on threads of it
     ray_runner.py  Ray mode: Ray Data map_batches over a pool of actors
 
 Needs the `batch` extra (pyarrow), and for Ray mode the `ray` extra. Usage, row ids, resume rules
@@ -47,7 +47,9 @@ def run(bundle: str | Path, data: Any, output: str | Path | None = None, *, colu
     Ray Dataset in Ray mode (`ray` given, or DATA a Dataset), carrying ROW_ID to sort by (a Ray
     Dataset's own order is kept only if it has a ROW_ID column).
     task: embed, classify or generate (default: what the bundle serves); ray: "auto" or an
-    address; workers: Ray actors; threads: onnxruntime threads (per actor in Ray mode).
+    address; workers: copies of the bundle working side by side (threads of this process, or Ray
+    actors; default: one per CPU, each on one thread); threads: onnxruntime threads per
+    worker (default: the CPUs shared among the workers).
     generation: the runtime's options (max_new_tokens, temperature, top_k, top_p,
     repetition_penalty, seed); a seeded sampling run seeds row i with seed + i.
     """
@@ -64,9 +66,6 @@ def run(bundle: str | Path, data: Any, output: str | Path | None = None, *, colu
             raise BatchError("a Ray Dataset gives a Dataset back (write it with its write_* calls); "
                              "to write OUTPUT resumably, pass INPUT as a path")
         return _dataset_results(data, bundle, job, ray, workers, runtime)
-    if workers is not None and ray is None:
-        raise BatchError("--workers sets the Ray actors; local mode is one process: add --ray auto (or an address), "
-                         "or leave --workers out")
     if output is None:
         return _results(data, bundle, job, ray, workers, runtime, progress)
     if not isinstance(data, (str, Path)):
@@ -78,18 +77,33 @@ def run(bundle: str | Path, data: Any, output: str | Path | None = None, *, colu
     plan = plan_files(Path(data).expanduser(), Path(output).expanduser().absolute(), job, output_format)
     settings = plan.settings(bundle)
     if ray is None:
-        from edgelm.batch.local import load_bundle, local_compute
+        from edgelm.batch.local import local_compute
 
-        front_end = load_bundle(bundle, **runtime)
-        where = f"local, {_threads(front_end.bundle.threads.count)}"
-        return write_output(plan, settings, local_compute(front_end, plan), force, part_rows, progress, where)
-    from edgelm.batch.ray_runner import actor_threads, cluster_cpus, connected, default_workers, ray_compute
+        front_ends, where = _local_workers(bundle, workers, runtime)
+        return write_output(plan, settings, local_compute(front_ends, plan), force, part_rows, progress, where)
+    from edgelm.batch.local import default_workers, worker_threads
+    from edgelm.batch.ray_runner import cluster_cpus, connected, ray_compute
 
     with connected(ray):
         cpus = cluster_cpus()
         workers = workers or default_workers(cpus)
-        where = f"Ray, {workers} actor{'s' if workers > 1 else ''} x {_threads(actor_threads(cpus, workers, threads))}"
+        where = f"Ray, {_count(workers, 'actor')} x {_threads(worker_threads(cpus, workers, threads))}"
         return write_output(plan, settings, ray_compute(plan, bundle, workers, **runtime), force, part_rows, progress, where)
+
+
+def _local_workers(bundle: Path, workers: int | None, runtime: dict) -> tuple[list, str]:
+    """Local mode's workers (copies of the bundle, threads of this process) and how they run, for the summary."""
+    from edgelm.batch.local import default_workers, load_workers, usable_cpus, worker_threads
+
+    cpus = usable_cpus()
+    workers = workers or default_workers(cpus)
+    threads = worker_threads(cpus, workers, runtime["threads"])
+    front_ends = load_workers(bundle, workers, runtime["provider"], threads, runtime["fast"])
+    return front_ends, f"local, {_count(workers, 'worker')} x {_threads(front_ends[0].bundle.threads.count)}"
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'s' if n > 1 else ''}"
 
 
 def _threads(n: int) -> str:
@@ -166,18 +180,21 @@ def _results(data: Any, bundle: Path, job: Job, ray: str | None, workers: int | 
     if ray is not None:
         import ray as ray_module
 
-        from edgelm.batch.ray_runner import cluster_cpus, default_workers, init_ray, map_rows
+        from edgelm.batch.local import default_workers
+        from edgelm.batch.ray_runner import cluster_cpus, init_ray, map_rows
 
         init_ray(ray)  # left running: the Dataset runs when the caller consumes it
         dataset = ray_module.data.from_arrow(plan.windows(nothing_done))
         return map_rows(dataset, bundle, job, workers or default_workers(cluster_cpus()), upstream=False, **runtime)
-    from edgelm.batch.local import load_bundle, local_compute
+    from contextlib import closing
+
+    from edgelm.batch.local import local_compute
     from edgelm.progress import Rows
 
-    compute = local_compute(load_bundle(bundle, **runtime), plan)
+    compute = local_compute(_local_workers(bundle, workers, runtime)[0], plan, ordered=True)
     results = []
-    with Rows(job.task, plan.total, enabled=progress) as bar:
-        for result in compute(nothing_done):
+    with Rows(job.task, plan.total, enabled=progress) as bar, closing(compute(nothing_done)) as computed:
+        for result in computed:
             results.append(result)
             bar.advance(result.num_rows)
     table = pa.concat_tables(results)
@@ -186,7 +203,8 @@ def _results(data: Any, bundle: Path, job: Job, ray: str | None, workers: int | 
 
 def _dataset_results(dataset, bundle: Path, job: Job, ray: str | None, workers: int | None, runtime: dict):
     """The caller's Ray Dataset with the results added (lazy); its columns are checked now."""
-    from edgelm.batch.ray_runner import cluster_cpus, default_workers, init_ray, map_rows
+    from edgelm.batch.local import default_workers
+    from edgelm.batch.ray_runner import cluster_cpus, init_ray, map_rows
     from edgelm.batch.tasks import check_columns
 
     init_ray(ray)

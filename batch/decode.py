@@ -11,6 +11,7 @@ strings are the runtime's TextRow, as in `LanguageModel` and the server.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -26,9 +27,16 @@ class Generated:
     completion_tokens: int
 
 
+class Cancelled(Exception):
+    """The run was interrupted while this batch was decoding (its rows are not saved)."""
+
+
 def generate_rows(lm: LanguageModel, prompts: Sequence[list[int]], row_ids: Sequence[int] | None,
-                  params: GeneratorParams, stop: tuple[str, ...]) -> list[Generated]:
-    """Decode PROMPTS (token ids) as one open batch; a seeded sampling run seeds row i with seed + ROW_IDS[i]."""
+                  params: GeneratorParams, stop: tuple[str, ...],
+                  cancelled: threading.Event | None = None) -> list[Generated]:
+    """Decode PROMPTS (token ids) as one open batch; a seeded sampling run seeds row i with seed + ROW_IDS[i].
+
+    CANCELLED, once set, raises Cancelled before the next token."""
     special = lm.manifest.special_tokens
     gen = Generator.open(lm.graph, params, lm.manifest.max_context, slots=len(prompts), eos=special.eos, pad=special.pad)
     seeded = params.seed is not None and params.temperature > 0
@@ -36,6 +44,8 @@ def generate_rows(lm: LanguageModel, prompts: Sequence[list[int]], row_ids: Sequ
         gen.add_row(ids, replace(params, seed=params.seed + int(row_ids[i])) if seeded else None)
     rows = [lm.text_row(stop) for _ in prompts]
     while not gen.is_done():
+        if cancelled is not None and cancelled.is_set():
+            raise Cancelled("interrupted")
         gen.generate_next_token()
         for i, row in enumerate(rows):
             if gen.finish_reason(i) == STOP:

@@ -11,7 +11,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 
 import numpy as np
 import pyarrow as pa
@@ -30,9 +30,11 @@ def write_output(plan: Plan, settings: dict, compute: Compute, force: bool, part
     start = time.perf_counter()
     with Parts(plan.output, settings, force, part_rows) as parts, _sigterm_as_interrupt():
         resumed = len(parts.done)
+        results = compute(parts.done)
         try:
-            with Rows(f"{plan.job.task} {plan.output.name}", plan.total, resumed, enabled=progress) as bar:
-                for result in compute(parts.done):
+            with Rows(f"{plan.job.task} {plan.output.name}", plan.total, resumed, enabled=progress) as bar, \
+                    closing(results):  # an interrupted runner stops its workers before the rows are saved
+                for result in results:
                     parts.add(result, plan.file_index)
                     bar.advance(result.num_rows)
         except KeyboardInterrupt as e:

@@ -19,6 +19,8 @@ CPUs for them, or Ray waits forever: then the actors claim (CPUs - 1) / workers 
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,10 +31,10 @@ import pyarrow as pa
 
 from edgelm.batch.driver import Compute
 from edgelm.batch.formats import BatchError
+from edgelm.batch.local import worker_threads  # actors share the CPUs as local mode's workers do
 from edgelm.batch.plan import Plan, window_rows
 from edgelm.batch.tasks import Job, apply
 from edgelm.errors import EdgelmError
-
 
 
 class BundleWorker:
@@ -67,15 +69,32 @@ def init_ray(address: str | None) -> bool:
 
 @contextmanager
 def connected(address: str | None):
-    """init_ray for one run; Ray is shut down after it if this started it."""
+    """init_ray for one run; Ray is shut down after it if this started it.
+
+    ray.init installs its own SIGTERM/SIGINT handlers in this process and leaves them after
+    shutdown: the ones from before are put back at once, so the driver's SIGTERM handling (save
+    the finished rows, one line) works in Ray mode too, and the process is as it was after the run.
+    """
     import ray
 
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    restore = threading.current_thread() is threading.main_thread()  # signal.signal works only there
     started = init_ray(address)
+    if restore:
+        _set_handlers(handlers)
     try:
         yield
     finally:
         if started:
             ray.shutdown()
+        if restore:
+            _set_handlers(handlers)
+
+
+def _set_handlers(handlers: dict) -> None:
+    for signum, handler in handlers.items():
+        if handler is not None:  # None: set outside Python, cannot be put back
+            signal.signal(signum, handler)
 
 
 def cluster_cpus() -> int:
@@ -84,23 +103,13 @@ def cluster_cpus() -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
-def default_workers(cpus: int) -> int:
-    """Actors when --workers is not given: one per two CPUs (each then runs two threads)."""
-    return max(1, cpus // 2)
-
-
-def actor_threads(cpus: int, workers: int, asked: int | None) -> int:
-    """onnxruntime threads per actor: ASKED (--threads), else the cluster's CPUs shared among the actors."""
-    return asked if asked is not None else max(1, cpus // workers)
-
-
 def map_rows(dataset, bundle: Path, job: Job, workers: int, provider: str = "auto", threads: int | None = None,
              fast: bool = False, upstream: bool = False):
     """DATASET with the job's columns added by WORKERS actors (a lazy Ray Dataset)."""
     import ray.data
 
     cpus = cluster_cpus()
-    threads = actor_threads(cpus, workers, threads)
+    threads = worker_threads(cpus, workers, threads)
     claim = min(float(max(threads, 1)), cpus / workers)  # never more than the cluster has, or actors wait forever
     if upstream:
         claim = min(claim, max(cpus - 1, 0.1 * workers) / workers)

@@ -12,6 +12,7 @@ their reason in `error`, the others run through the runtime:
 
 from __future__ import annotations
 
+import threading
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -84,15 +85,19 @@ def check_columns(columns: list[str], job: Job, source: str, row_ids_given: bool
 
 
 # -- one batch ---------------------------------------------------------------------------------------
-def apply(front_end, table: pa.Table, job: Job) -> pa.Table:
-    """TABLE (a window) with the task's result columns and `error` appended (and the JSONL type marks dropped)."""
+def apply(front_end, table: pa.Table, job: Job, cancelled: threading.Event | None = None) -> pa.Table:
+    """TABLE (a window) with the task's result columns and `error` appended (and the JSONL type marks dropped).
+
+    CANCELLED, once set, ends a generation window at its next token (decode.Cancelled): an interrupted
+    local run does not wait for the windows its workers were decoding."""
     texts, problems = checks.texts_and_problems(table, job.column)
     row_ids = table.column(ROW_ID).to_pylist() if ROW_ID in table.column_names else None
     good = [i for i, p in enumerate(problems) if p is None]
     values: dict[str, list] = {name: [None] * table.num_rows for name in RESULTS[job.task]}
     if good:
         run = {"embed": _embed, "classify": _classify, "generate": _generate}[job.task]
-        results = run(front_end, [texts[i] for i in good], [row_ids[i] for i in good] if row_ids else None, job)
+        results = run(front_end, [texts[i] for i in good], [row_ids[i] for i in good] if row_ids else None, job,
+                      cancelled)
         for i, result in zip(good, results):
             if isinstance(result, str):  # found only by the bundle's tokenizer: too long
                 problems[i] = result
@@ -123,7 +128,7 @@ def _fitting(counts: list[int], limit: int, job: Job) -> list[str | None]:
 
 
 @contextmanager
-def _quiet_cuts(job: Job):
+def quiet_cuts(job: Job):
     """With --truncate-prompt the runtime's 'N texts were truncated' warning is what was asked for: not shown per batch."""
     with warnings.catch_warnings():
         if job.truncate:
@@ -131,33 +136,33 @@ def _quiet_cuts(job: Job):
         yield
 
 
-def _embed(encoder, texts: list[str], row_ids, job: Job) -> list:
+def _embed(encoder, texts: list[str], row_ids, job: Job, cancelled=None) -> list:
     limit = encoder.manifest.max_context
     problems = _fitting(encoder.count_tokens(texts), limit, job)
     keep = [i for i, p in enumerate(problems) if p is None]
     results: list = list(problems)
     if keep:
-        with _quiet_cuts(job):
+        with quiet_cuts(job):
             vectors = encoder.embed([texts[i] for i in keep], batch_size=job.batch_size)  # (k, dim)
         for i, vector in zip(keep, vectors):
             results[i] = (vector,)
     return results
 
 
-def _classify(encoder, texts: list[str], row_ids, job: Job) -> list:
+def _classify(encoder, texts: list[str], row_ids, job: Job, cancelled=None) -> list:
     limit = encoder.manifest.max_context
     problems = _fitting(encoder.count_tokens(texts), limit, job)
     keep = [i for i, p in enumerate(problems) if p is None]
     results: list = list(problems)
     if keep:
-        with _quiet_cuts(job):
+        with quiet_cuts(job):
             labels = encoder.classify([texts[i] for i in keep], top_k=1, batch_size=job.batch_size)
         for i, best in zip(keep, labels):
             results[i] = (best[0]["label"], best[0]["score"])
     return results
 
 
-def _generate(lm, texts: list[str], row_ids, job: Job) -> list:
+def _generate(lm, texts: list[str], row_ids, job: Job, cancelled: threading.Event | None = None) -> list:
     from edgelm.batch.decode import generate_rows
     from edgelm.errors import GenerationError
 
@@ -184,7 +189,7 @@ def _generate(lm, texts: list[str], row_ids, job: Job) -> list:
     for start in range(0, len(keep), job.batch_size):  # consecutive batches: a row's tokens do not depend on its batch
         rows = keep[start:start + job.batch_size]
         ids = [row_ids[i] for i in rows] if row_ids else None
-        done = generate_rows(lm, prompts[start:start + job.batch_size], ids, params, job.stop)
+        done = generate_rows(lm, prompts[start:start + job.batch_size], ids, params, job.stop, cancelled)
         for i, g in zip(rows, done):
             results[i] = (g.text, g.finish_reason, g.prompt_tokens, g.completion_tokens)
     return results

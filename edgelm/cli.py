@@ -323,7 +323,8 @@ def fill_mask_cmd(bundle: Path, texts: tuple[str, ...], top_k: int, provider: st
 @click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
               help="Run on Ray actors: auto (a cluster on this machine, else a new local one) or a cluster's address.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Ray actors, each loading the bundle once [default: one per 2 CPUs of the cluster].")
+              help="Copies of the bundle working side by side: threads of this process, or Ray actors "
+                   "[default: one per CPU, of this machine or of the Ray cluster].")
 @click.option("--output-format", type=click.Choice(["jsonl", "csv", "parquet"]), default=None,
               help="Format of a folder OUTPUT's files [default: each input file's].")
 @click.option("--force", is_flag=True, help="Replace an existing OUTPUT; start an unfinished run over.")

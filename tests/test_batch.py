@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -229,6 +230,48 @@ def test_a_sigkilled_run_resumes_and_writes_every_row_once(decoder, tmp_path):
     corpus.assert_results_equal(rows, expected, "generate")
 
 
+def test_local_workers_give_the_same_rows_as_one(embedder, decoder, tmp_path):
+    """Workers finish windows in any order; the output is the same, in input order."""
+    source = corpus.table(ROWS, seed=8)
+    path = corpus.write(source, tmp_path / "in.parquet")
+    one = run(embedder, path, tmp_path / "one.parquet", workers=1, progress=False)
+    three = run(embedder, path, tmp_path / "three.parquet", workers=3, threads=1, part_rows=300, progress=False)
+    assert one.where.startswith("local, 1 worker x ")
+    assert three.where == "local, 3 workers x 1 thread"
+    rows = corpus.read_output(three.output)
+    assert [r["id"] for r in rows] == list(range(ROWS))
+    assert corpus.read_output(one.output) == rows
+    texts = corpus.texts(700, seed=9)  # a Table back: in its own order
+    table = run(decoder, pa.table({"text": texts}), workers=2, max_new_tokens=4, progress=False)
+    assert table.column("text").to_pylist() == texts
+    assert table.column("generated_text").to_pylist() == [r[0] for r in corpus.expected_generate(load(decoder), texts, 32, max_new_tokens=4)]
+
+
+def test_sigterm_with_local_workers_saves_the_finished_rows_and_resumes(decoder, tmp_path):
+    source = corpus.table(ROWS, seed=10)
+    path = corpus.write(source, tmp_path / "in.parquet")
+    out = tmp_path / "out.parquet"
+    stage = staging_folder(out)
+    args = [sys.executable, "-m", "edgelm.cli", "batch", str(decoder), str(path), str(out), "--workers", "2",
+            "--max-new-tokens", "40", "--batch-size", "16", "--part-rows", "100"]
+    env = {k: v for k, v in os.environ.items() if k != KILL_HOOK}
+    driver = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+    while driver.poll() is None and time.monotonic() < deadline and not (stage.exists() and any(stage.glob("part-*.parquet"))):
+        time.sleep(0.02)
+    driver.send_signal(signal.SIGTERM)
+    _, stderr = driver.communicate(timeout=60)
+    assert driver.returncode == 130, stderr[-2000:]
+    assert "interrupted by SIGTERM" in stderr and "run the same command again" in stderr and "Traceback" not in stderr
+    assert not out.exists() and any(stage.glob("part-*.parquet"))
+    finished = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+    assert finished.returncode == 0 and "kept from an earlier run" in finished.stderr, finished.stderr[-2000:]
+    rows = corpus.read_output(out)
+    assert [r["id"] for r in rows] == list(range(ROWS))
+    expected = corpus.expected_generate(load(decoder), source.column("text").to_pylist(), 16, max_new_tokens=40)
+    corpus.assert_results_equal(rows, expected, "generate")
+
+
 def test_force_starts_over_and_replaces_output(classifier, tmp_path):
     path = corpus.write(corpus.table(200, seed=7), tmp_path / "in.csv")
     out = tmp_path / "out"
@@ -255,7 +298,8 @@ def test_refusals_are_one_line(embedder, classifier, decoder, tmp_path):
     assert_one_line(cli_run(classifier, path, tmp_path / "o.jsonl", "--temperature", "0.5"),
                     "--temperature applies to --task generate only")
     assert_one_line(cli_run(decoder, path, tmp_path / "o.jsonl", "--top-p", "0"), "top_p")
-    assert_one_line(cli_run(embedder, path, tmp_path / "o.jsonl", "--workers", "2"), "--workers sets the Ray actors")
+    with pytest.raises(BatchError, match="workers must be a whole number >= 1, got 0"):
+        run(embedder, path, tmp_path / "o.jsonl", workers=0)
     assert_one_line(cli_run(embedder, path, path), "is INPUT itself")
     assert_one_line(cli_run(embedder, tmp_path, tmp_path / "out"), "inside INPUT")
     empty = tmp_path / "empty.jsonl"

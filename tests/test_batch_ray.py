@@ -120,6 +120,55 @@ def test_a_sigkilled_driver_resumes_and_writes_every_row_once(cluster, decoder, 
     corpus.assert_results_equal(rows, expected, "generate")
 
 
+def test_sigterm_in_ray_mode_saves_the_finished_rows_and_resumes(cluster, decoder, tmp_path):
+    # ray.init puts its own SIGTERM handler into the driver; edgelm's (save the rows, one line, exit 130) must win
+    source = corpus.table(ROWS, seed=25)
+    out = tmp_path / "out.parquet"
+    stage = staging_folder(out)
+    args = [sys.executable, "-m", "edgelm.cli", "batch", str(decoder), str(corpus.write(source, tmp_path / "in.jsonl")),
+            str(out), "--ray", cluster, "--workers", "2", "--max-new-tokens", "12", "--batch-size", "16",
+            "--part-rows", "100"]
+    env = {k: v for k, v in os.environ.items() if k != KILL_HOOK}
+    driver = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 180
+    while driver.poll() is None and time.monotonic() < deadline and not (stage.exists() and any(stage.glob("part-*.parquet"))):
+        time.sleep(0.02)
+    driver.send_signal(signal.SIGTERM)
+    _, stderr = driver.communicate(timeout=120)
+    assert driver.returncode == 130, stderr[-2000:]
+    assert "interrupted by SIGTERM" in stderr and "run the same command again" in stderr and "Traceback" not in stderr
+    saved = len(list(stage.glob("part-*.parquet")))
+    assert not out.exists() and saved >= 1
+    finished = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert "kept from an earlier run" in finished.stderr
+    rows = corpus.read_output(out)
+    assert [r["id"] for r in rows] == list(range(ROWS))
+    expected = corpus.expected_generate(load(decoder), source.column("text").to_pylist(), 16, max_new_tokens=12)
+    corpus.assert_results_equal(rows, expected, "generate")
+
+
+def test_ray_mode_from_python_leaves_the_signal_handlers_as_they_were(embedder, tmp_path):
+    # a Python user's process, with no Ray running: run(..., ray="auto") starts one and shuts it down
+    script = f"""
+import logging, signal
+from pathlib import Path
+import ray
+from edgelm.batch import run
+from tests import batch_corpus as corpus
+before = [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)]
+summary = run({str(embedder)!r}, corpus.write(corpus.table(50, seed=26), Path({str(tmp_path / "in.parquet")!r})),
+              {str(tmp_path / "out.parquet")!r}, ray="auto", workers=1, progress=False)
+assert summary.computed == 50 and not ray.is_initialized()
+after = [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)]
+assert after == before, (before, after)
+print("same handlers")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert done.returncode == 0 and "same handlers" in done.stdout, done.stderr[-2000:]
+
+
 def actor_processes() -> list[psutil.Process]:
     """This cluster's edgelm actors (its raylet is a child of this process; another run's are left alone)."""
     found = []
