@@ -52,7 +52,8 @@ def worker_threads(cpus: int, workers: int, asked: int | None) -> int:
 
 def load_workers(bundle: Path, workers: int, provider: str = "auto", threads: int | None = None,
                  fast: bool = False) -> list:
-    return [load_bundle(bundle, provider, threads, fast) for _ in range(workers)]
+    """WORKERS copies of BUNDLE; only the first hashes the files (FAST aside): the others open what it just checked."""
+    return [load_bundle(bundle, provider, threads, fast if i == 0 else True) for i in range(workers)]
 
 
 def local_compute(front_ends: list, plan: Plan, ordered: bool = False) -> Compute:
