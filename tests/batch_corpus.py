@@ -4,7 +4,11 @@ each batch must equal (consecutive runs of batch_size rows of one input file, as
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +16,7 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
+from edgelm.batch.parts import KILL_HOOK, staging_folder
 from edgelm.batch.plan import window_rows
 from tests.tiny import CORPUS
 
@@ -95,3 +100,23 @@ def assert_results_equal(rows: list[dict], expected: list, task: str) -> None:
     else:
         bad = [i for i, (a, b) in enumerate(zip(got, expected)) if a != b]
     assert not bad, f"{len(bad)} rows differ, first {bad[0]}: {got[bad[0]]} != {expected[bad[0]]}"
+
+
+def batch_env() -> dict[str, str]:
+    """This process's environment without the tests' kill hook."""
+    return {k: v for k, v in os.environ.items() if k != KILL_HOOK}
+
+
+def sigterm_once_a_part_is_saved(args: list[str], out: Path, wait: float) -> None:
+    """Run the batch command ARGS, SIGTERM it once its first part is saved beside OUT (or after WAIT seconds):
+    it must end with exit code 130 and one line saying how to go on, OUTPUT not written, the part kept."""
+    stage = staging_folder(out)
+    driver = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=batch_env())
+    deadline = time.monotonic() + wait
+    while driver.poll() is None and time.monotonic() < deadline and not (stage.exists() and any(stage.glob("part-*.parquet"))):
+        time.sleep(0.02)
+    driver.send_signal(signal.SIGTERM)
+    _, stderr = driver.communicate(timeout=wait)
+    assert driver.returncode == 130, stderr[-2000:]
+    assert "interrupted by SIGTERM" in stderr and "run the same command again" in stderr and "Traceback" not in stderr
+    assert not out.exists() and any(stage.glob("part-*.parquet"))

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pyarrow as pa
@@ -251,20 +250,10 @@ def test_sigterm_with_local_workers_saves_the_finished_rows_and_resumes(decoder,
     source = corpus.table(ROWS, seed=10)
     path = corpus.write(source, tmp_path / "in.parquet")
     out = tmp_path / "out.parquet"
-    stage = staging_folder(out)
     args = [sys.executable, "-m", "edgelm.cli", "batch", str(decoder), str(path), str(out), "--workers", "2",
             "--max-new-tokens", "40", "--batch-size", "16", "--part-rows", "100"]
-    env = {k: v for k, v in os.environ.items() if k != KILL_HOOK}
-    driver = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.monotonic() + 120
-    while driver.poll() is None and time.monotonic() < deadline and not (stage.exists() and any(stage.glob("part-*.parquet"))):
-        time.sleep(0.02)
-    driver.send_signal(signal.SIGTERM)
-    _, stderr = driver.communicate(timeout=60)
-    assert driver.returncode == 130, stderr[-2000:]
-    assert "interrupted by SIGTERM" in stderr and "run the same command again" in stderr and "Traceback" not in stderr
-    assert not out.exists() and any(stage.glob("part-*.parquet"))
-    finished = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+    corpus.sigterm_once_a_part_is_saved(args, out, wait=120)
+    finished = subprocess.run(args, capture_output=True, text=True, timeout=300, env=corpus.batch_env())
     assert finished.returncode == 0 and "kept from an earlier run" in finished.stderr, finished.stderr[-2000:]
     rows = corpus.read_output(out)
     assert [r["id"] for r in rows] == list(range(ROWS))

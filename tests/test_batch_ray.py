@@ -124,22 +124,11 @@ def test_sigterm_in_ray_mode_saves_the_finished_rows_and_resumes(cluster, decode
     # ray.init puts its own SIGTERM handler into the driver; edgelm's (save the rows, one line, exit 130) must win
     source = corpus.table(ROWS, seed=25)
     out = tmp_path / "out.parquet"
-    stage = staging_folder(out)
     args = [sys.executable, "-m", "edgelm.cli", "batch", str(decoder), str(corpus.write(source, tmp_path / "in.jsonl")),
             str(out), "--ray", cluster, "--workers", "2", "--max-new-tokens", "12", "--batch-size", "16",
             "--part-rows", "100"]
-    env = {k: v for k, v in os.environ.items() if k != KILL_HOOK}
-    driver = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.monotonic() + 180
-    while driver.poll() is None and time.monotonic() < deadline and not (stage.exists() and any(stage.glob("part-*.parquet"))):
-        time.sleep(0.02)
-    driver.send_signal(signal.SIGTERM)
-    _, stderr = driver.communicate(timeout=120)
-    assert driver.returncode == 130, stderr[-2000:]
-    assert "interrupted by SIGTERM" in stderr and "run the same command again" in stderr and "Traceback" not in stderr
-    saved = len(list(stage.glob("part-*.parquet")))
-    assert not out.exists() and saved >= 1
-    finished = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+    corpus.sigterm_once_a_part_is_saved(args, out, wait=180)
+    finished = subprocess.run(args, capture_output=True, text=True, timeout=300, env=corpus.batch_env())
     assert finished.returncode == 0, finished.stderr[-2000:]
     assert "kept from an earlier run" in finished.stderr
     rows = corpus.read_output(out)
