@@ -34,7 +34,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 HELD_OUT = ROOT / "scripts" / "heldout_sentences.txt"
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16")
 ENGINES = ("local", "local-1", "st", "ray-1", "ray-2")
 BATCH = 32
 
@@ -80,14 +79,11 @@ def measure(engine: str, bundle: Path, checkpoint: Path, work: Path) -> dict:
 
 # -- the parent -----------------------------------------------------------------------------------------
 def machine() -> str:
+    from peers.report import machine as cpu  # scripts/peers, beside this file: the CPU model and flags
+
     import onnxruntime
 
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("model name")), platform.processor())
-    flags = set(next((l.split(":", 1)[1].split() for l in info.splitlines() if l.startswith("flags")), []))
-    have = " ".join(f for f in CPU_FLAGS if f in flags) or "none of " + ", ".join(CPU_FLAGS)
-    return (f"{model}, {os.cpu_count()} cores (flags: {have}); Python {platform.python_version()}, "
-            f"onnxruntime {onnxruntime.__version__}")
+    return f"{cpu()}; Python {platform.python_version()}, onnxruntime {onnxruntime.__version__}"
 
 
 def build_bundle(checkpoint: Path, work: Path) -> Path:

@@ -44,7 +44,6 @@ SCRIPTS = Path(__file__).resolve().parent
 HELD_OUT = SCRIPTS / "heldout_sentences.txt"
 SPEED_TEXTS = 256
 BATCH = 32
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16")
 
 
 # -- workers: one engine each, driven over stdin/stdout --------------------------------------------
@@ -113,13 +112,11 @@ def worker(kind: str, path: str, threads: int, texts_file: str, out_dir: str) ->
 
 # -- the parent --------------------------------------------------------------------------------------
 def machine(threads: int) -> str:
+    from peers.report import machine as cpu  # scripts/peers, beside this file: the CPU model and flags
+
     import onnxruntime
 
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("model name")), platform.processor())
-    flags = set(next((l.split(":", 1)[1].split() for l in info.splitlines() if l.startswith("flags")), []))
-    have = " ".join(f for f in CPU_FLAGS if f in flags) or "none of " + ", ".join(CPU_FLAGS)
-    return (f"{model}, {os.cpu_count()} cores (flags: {have}); {threads} threads per engine; "
+    return (f"{cpu()}; {threads} threads per engine; "
             f"Python {platform.python_version()}, onnxruntime {onnxruntime.__version__}")
 
 

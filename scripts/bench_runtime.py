@@ -133,10 +133,11 @@ def run_engine(engine: str, bundle: Path, source: Path | None, tokens: int, repe
 
 # -- the table ---------------------------------------------------------------------------------
 def machine() -> str:
-    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                if l.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    from peers.report import machine as cpu  # scripts/peers, beside this file: the CPU model and flags
+
     import onnxruntime
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, onnxruntime {onnxruntime.__version__}"
+
+    return f"{cpu()}, Python {platform.python_version()}, onnxruntime {onnxruntime.__version__}"
 
 
 def decoder_rows(results: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
