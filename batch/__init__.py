@@ -93,9 +93,10 @@ def run(bundle: str | Path, data: Any, output: str | Path | None = None, *, colu
 
 def _local_workers(bundle: Path, workers: int | None, runtime: dict) -> tuple[list, str]:
     """Local mode's workers (copies of the bundle, threads of this process) and how they run, for the summary."""
-    from edgelm.batch.local import default_workers, load_workers, usable_cpus, worker_threads
+    from edgelm.batch.local import default_workers, load_workers, worker_threads
+    from edgelm.runtime.threads import usable_cpus
 
-    cpus = usable_cpus()
+    cpus = usable_cpus().count  # the runtime's count: affinity and CPU quota
     workers = workers or default_workers(cpus)
     threads = worker_threads(cpus, workers, runtime["threads"])
     front_ends = load_workers(bundle, workers, runtime["provider"], threads, runtime["fast"])

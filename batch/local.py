@@ -33,13 +33,6 @@ def load_bundle(bundle: Path, provider: str = "auto", threads: int | None = None
     return load(bundle, provider=provider, threads=threads, fast=fast)
 
 
-def usable_cpus() -> int:
-    """The CPUs this process may use (affinity and CPU quota), as the runtime counts them."""
-    from edgelm.runtime.session import choose_threads
-
-    return max(1, choose_threads(None).count)
-
-
 def default_workers(cpus: int) -> int:
     """Workers when --workers is not given: one per CPU, each on one thread (the measured best, see above)."""
     return cpus
@@ -84,8 +77,7 @@ def local_compute(front_ends: list, plan: Plan, ordered: bool = False) -> Comput
                 running = [pool.submit(one, w) for w in islice(windows, 2 * len(front_ends))]
                 while running:
                     if ordered:
-                        finished = [running.pop(0)]
-                        finished[0].result()
+                        finished = [running.pop(0)]  # its result() below waits for it
                     else:
                         done_now, _ = wait(running, return_when=FIRST_COMPLETED)
                         finished = [f for f in running if f in done_now]
