@@ -184,6 +184,7 @@ def preprocess(src: Path, dst: Path) -> None:
     onnxruntime logs the traceback and goes on without it; that becomes one warning instead, or
     nothing when the error that follows (the same full disk) says it all.
     """
+    import onnx
     from onnxruntime.quantization.shape_inference import logger, quant_pre_process
 
     failures: list[logging.LogRecord] = []
@@ -193,12 +194,17 @@ def preprocess(src: Path, dst: Path) -> None:
             failures.append(record)
         return record.levelno < logging.ERROR
 
+    # onnxruntime 1.32's pre-processing loses a graph's external data (its optimiser's output points at a
+    # data file left in a temp folder), so it gets an inline copy; the passes after it write inline graphs too
+    inline = dst.with_name(f"{dst.stem}.inline.onnx")
+    onnx.save(onnx.load(str(src)), str(inline))
     logger.addFilter(hold)
     try:
         # symbolic shape inference fails on optimum's decoder graphs (dynamic past lengths); ONNX's own suffices
-        quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+        quant_pre_process(str(inline), str(dst), skip_symbolic_shape=True)
     finally:
         logger.removeFilter(hold)
+        inline.unlink(missing_ok=True)
     if failures:
         warn(f"onnxruntime's graph optimisation failed ({failures[-1].getMessage().strip().splitlines()[-1]}); "
              "quantizing the graph without it")

@@ -36,6 +36,8 @@ MAX_CALIBRATION_TOKENS = 2048  # KV-cache calibration text, cut to this
 def quantize(src: str | Path, out: str | Path, options: QuantizeOptions, *, force: bool = False,
              progress: bool = True) -> Manifest:
     """Quantize the float bundle SRC into OUT with OPTIONS; returns OUT's manifest."""
+    from edgelm.export.graph import store_weights_beside
+
     src, out = Path(src).expanduser(), Path(out).expanduser().absolute()
     base = _validate(src, out, options, force)
     float_model = _front_end(src)
@@ -52,12 +54,13 @@ def quantize(src: str | Path, out: str | Path, options: QuantizeOptions, *, forc
             quantized_nodes = check_quantized(stage / base.graph_file)
             if options.kv_cache is KVCache.INT8:
                 done.details["kv_cache"] = _int8_kv_cache(stage / base.graph_file, float_model, options)
+            external = store_weights_beside(stage / base.graph_file)  # the passes above write inline graphs
         shutil.rmtree(work, ignore_errors=True)
         _copy_tokenizer(src, stage, base)
         precision = {"weights": done.weights, "activations": done.activations, "method": options.method.value,
                      "options": {**done.details, "kept_float": keep, "quantized_nodes": quantized_nodes},
                      "base": {"path": str(src.absolute()), "graph_sha256": base.files[base.graph_file]["sha256"]}}
-        manifest = _describe(base, stage, precision, options.kv_cache)
+        manifest = _describe(base, stage, precision, external, options.kv_cache)
         manifest.with_files(stage).write(stage)  # provisional: lets the runtime load the stage for the gate
         quant_model = _front_end(stage)
         with steps.step("accuracy gate"):
@@ -165,7 +168,8 @@ def _int8_kv_cache(graph_file: Path, float_model: Any, options: QuantizeOptions)
     return "int8 (per channel, calibrated)"
 
 
-def _describe(base: Manifest, stage: Path, precision: dict, kv_cache: KVCache = KVCache.FP32) -> Manifest:
+def _describe(base: Manifest, stage: Path, precision: dict, external: tuple[str, ...],
+              kv_cache: KVCache = KVCache.FP32) -> Manifest:
     """The float manifest with the new graph's I/O, opset and cache type, and the quantization record."""
     import onnxruntime as ort
 
@@ -174,5 +178,5 @@ def _describe(base: Manifest, stage: Path, precision: dict, kv_cache: KVCache = 
     session = ort.InferenceSession(str(stage / base.graph_file), providers=["CPUExecutionProvider"])
     inputs, outputs = graph_io(session)
     layout = base.kv_cache if kv_cache is KVCache.FP32 or base.kv_cache is None else replace(base.kv_cache, dtype="int8")
-    return replace(base, inputs=inputs, outputs=outputs, opset=graph_opset(stage / base.graph_file), external_data=(), kv_cache=layout,
+    return replace(base, inputs=inputs, outputs=outputs, opset=graph_opset(stage / base.graph_file), external_data=external, kv_cache=layout,
                    precision=precision, accuracy={}, files={}, conformance_file=None, edgelm_version=edgelm.__version__)

@@ -22,7 +22,7 @@ def test_inspect_shows_manifest_io_kv_layout_and_checks(bundles):
     result = CliRunner().invoke(cli, ["inspect", str(out)], terminal_width=200)
     assert result.exit_code == 0, result.output
     for fragment in ("text-generation", "2 layers x 2 KV heads x 16 head size", "past_key_values.{layer}.key",
-                     "shared-buffer", "sequence_lengths", ") equal, tokenizer ids equal", "all 4 match the manifest",
+                     "shared-buffer", "sequence_lengths", ") equal, tokenizer ids equal", "all 5 match the manifest",
                      "conformance.json: 8 vectors at fp32 tolerances"):
         assert fragment in result.output, fragment
 

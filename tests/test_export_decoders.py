@@ -106,8 +106,9 @@ def test_tied_embedding_is_stored_once(bundles, checkpoints):
 def test_bundle_holds_only_what_an_edge_box_needs(bundles):
     out, manifest = bundles("llama")
     assert sorted(p.name for p in out.iterdir()) == ["chat_template.jinja", "conformance.json", "manifest.json", "manifest.sha256",
-                                                     "model.onnx", "tokenizer.json"]
-    assert set(manifest.files) == {"chat_template.jinja", "conformance.json", "model.onnx", "tokenizer.json"}
+                                                     "model.onnx", "model.onnx_data", "tokenizer.json"]
+    assert set(manifest.files) == {"chat_template.jinja", "conformance.json", "model.onnx", "model.onnx_data", "tokenizer.json"}
+    assert manifest.external_data == ("model.onnx_data",)
     assert manifest.chat_template_file == "chat_template.jinja"
     assert manifest.special_tokens.eos and manifest.special_tokens.bos is not None
     assert manifest.max_context == 128 and manifest.precision["weights"] == "fp32"

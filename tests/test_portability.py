@@ -1,5 +1,5 @@
 """Bundles that older onnxruntimes and other runtimes can read: the IR version export writes, the
-attribute defaults quantize drops, the onnxruntime an int8 KV cache needs, and a failing run
+weights kept in one data file beside the graph, the attribute defaults quantize drops, the onnxruntime an int8 KV cache needs, and a failing run
 reported in one line instead of onnxruntime's C++ trace.
 """
 
@@ -8,10 +8,12 @@ from __future__ import annotations
 import onnx
 import onnxruntime as ort
 import pytest
+from onnx.external_data_helper import uses_external_data
 
 from edgelm.errors import GenerationError
 from edgelm.quantize import Method, QuantizeOptions, quantize
 from edgelm.runtime.kv_layout import MIN_ONNXRUNTIME, onnxruntime_problem
+from edgelm.runtime.manifest import read_manifest
 from edgelm.runtime.session import run_graph
 
 
@@ -26,6 +28,21 @@ def test_exported_decoder_graphs_use_ir_version_10_not_onnxs_newest(bundles, nam
     assert onnx.load(str(folder / manifest.graph_file), load_external_data=False).ir_version == 10
 
 
+def weights_inside(folder, manifest) -> list[str]:
+    """Initializers over 1 KB held in the graph file itself (onnxruntime copies those; it maps external data)."""
+    model = onnx.load(str(folder / manifest.graph_file), load_external_data=False)
+    return [t.name for t in model.graph.initializer if not uses_external_data(t) and len(t.raw_data) > 1024]
+
+
+@pytest.mark.parametrize("name", ("gpt2", "llama", "bert/fill-mask"))
+def test_exported_graphs_keep_their_weights_in_one_file_beside_them(bundles, name):
+    folder, manifest = bundles(name)
+    assert manifest.external_data == ("model.onnx_data",) and "model.onnx_data" in manifest.files
+    assert weights_inside(folder, manifest) == []
+    mode = lambda name: (folder / name).stat().st_mode & 0o777  # noqa: E731
+    assert mode("model.onnx_data") == mode(manifest.graph_file)  # onnx writes it 0600: no other user could read it
+
+
 def test_quantize_leaves_attention_nodes_with_the_float_graphs_attributes(bundles, tmp_path):
     """onnxruntime's optimiser would fill in every attribute of its own schema (sliding_window_cache...)."""
     src, base = bundles("llama")
@@ -33,6 +50,9 @@ def test_quantize_leaves_attention_nodes_with_the_float_graphs_attributes(bundle
     quantize(src, out, QuantizeOptions(Method.INT4, gate=False), progress=False)
     before, after = contrib_attributes(src / base.graph_file), contrib_attributes(out / base.graph_file)
     assert before and after == before
+    quantized = read_manifest(out)
+    assert quantized.external_data == ("model.onnx_data",) and weights_inside(out, quantized) == []
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith("model.onnx")) == ["model.onnx", "model.onnx_data"]
 
 
 def test_an_int8_kv_cache_names_the_onnxruntime_it_needs(bundles):

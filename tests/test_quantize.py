@@ -88,7 +88,8 @@ def float_linear_layers(path: Path) -> list[str]:
 
 
 def graph_bytes(folder: Path, manifest: Manifest) -> int:
-    return (folder / manifest.graph_file).stat().st_size
+    """The graph and its weights (model.onnx_data beside it)."""
+    return sum((folder / name).stat().st_size for name in (manifest.graph_file, *manifest.external_data))
 
 
 def bundle_bytes(manifest: Manifest) -> int:
