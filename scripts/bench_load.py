@@ -29,15 +29,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 from peers.report import machine  # noqa: E402  (scripts/peers, beside this file: the CPU model and flags)
 
 CHILD = """
-import json, resource, sys, time
+import json, sys, time
 from pathlib import Path
 from edgelm.runtime.session import open_session
 started = time.perf_counter()
 session = open_session(Path(sys.argv[1]), "cpu", int(sys.argv[2]))
 seconds = time.perf_counter() - started
-resident = int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
-print(json.dumps({"seconds": seconds, "resident_mb": resident,
-                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+status = dict(line.split(":", 1) for line in open("/proc/self/status"))  # VmHWM: this program's own peak (ru_maxrss
+kb = lambda key: int(status[key].split()[0]) / 1000                       # would carry the parent's over exec)
+print(json.dumps({"seconds": seconds, "resident_mb": kb("VmRSS"), "peak_mb": kb("VmHWM")}))
 """
 
 
@@ -63,7 +63,7 @@ def main(bundles: tuple[Path, ...], repeats: int, threads: int) -> None:
     from edgelm.runtime.manifest import read_manifest
 
     table = Table(title=f"Opening a bundle (CPU provider, {threads} threads, median of {repeats} processes)")
-    for header in ("bundle", "on disk", "layout", "load s", "resident after open", "peak", "resident vs inline"):
+    for header in ("bundle", "graph + weights", "weights", "load s", "resident after open", "peak", "resident vs inline"):
         table.add_column(header)
     with tempfile.TemporaryDirectory() as work, Progress(transient=True) as progress:
         task = progress.add_task("opening bundles", total=len(bundles) * repeats * 2)
@@ -74,7 +74,7 @@ def main(bundles: tuple[Path, ...], repeats: int, threads: int) -> None:
                 raise SystemExit(f"error: {bundle} keeps its weights inside {graph.name}; re-export or re-quantize it")
             folder = Path(work) / bundle.name
             folder.mkdir()
-            layouts = {"beside (model.onnx_data)": graph, "inline (one file)": inline_copy(graph, folder)}
+            layouts = {"beside": graph, "inline": inline_copy(graph, folder)}
             runs: dict[str, list[dict]] = {name: [] for name in layouts}
             for _ in range(repeats):
                 for name, path in layouts.items():
@@ -82,11 +82,11 @@ def main(bundles: tuple[Path, ...], repeats: int, threads: int) -> None:
                     progress.advance(task)
             size = sum(f["bytes"] for n, f in manifest.files.items() if n == manifest.graph_file or n in manifest.external_data)
             med = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in runs.items()}
-            inline = med["inline (one file)"]
+            inline = med["inline"]
             for name, m in med.items():
-                table.add_row(bundle.name, f"{size / 2**20:.0f} MB", name, f"{m['seconds']:.2f}", f"{m['resident_mb']:.0f} MB",
+                table.add_row(bundle.name, f"{size / 1e6:.0f} MB", name, f"{m['seconds']:.2f}", f"{m['resident_mb']:.0f} MB",
                               f"{m['peak_mb']:.0f} MB", f"{m['resident_mb'] / inline['resident_mb']:.2f}x")
-    console = Console()
+    console = Console(width=140)
     console.print(f"Machine: {machine()}")
     console.print(table)
 
