@@ -59,7 +59,9 @@ def quantize(src: str | Path, out: str | Path, options: QuantizeOptions, *, forc
         _copy_tokenizer(src, stage, base)
         precision = {"weights": done.weights, "activations": done.activations, "method": options.method.value,
                      "options": {**done.details, "kept_float": keep, "quantized_nodes": quantized_nodes},
-                     "base": {"path": str(src.absolute()), "graph_sha256": base.files[base.graph_file]["sha256"]}}
+                     "base": {"path": str(src.absolute()), "graph_sha256": base.files[base.graph_file]["sha256"],
+                              # the graph file no longer holds the weights: name their file's hash too
+                              "external_data_sha256": {n: base.files[n]["sha256"] for n in base.external_data}}}
         manifest = _describe(base, stage, precision, external, options.kv_cache)
         manifest.with_files(stage).write(stage)  # provisional: lets the runtime load the stage for the gate
         quant_model = _front_end(stage)

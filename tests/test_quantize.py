@@ -178,6 +178,7 @@ def test_precision_record_names_the_method_and_round_trips(quantized, case):
     assert precision["options"]["quantized_nodes"] > 0
     assert precision["options"]["kept_float"] == []
     assert precision["base"]["graph_sha256"] == q.base.files[q.base.graph_file]["sha256"]
+    assert precision["base"]["external_data_sha256"] == {"model.onnx_data": q.base.files["model.onnx_data"]["sha256"]}
     assert Path(precision["base"]["path"]) == q.src.absolute()
     assert read_manifest(q.out) == q.manifest
 
