@@ -39,7 +39,6 @@ def export_graph(model: Any, source: Source, bundle_dir: Path, opset: int | None
 
 
 def _write_decoder_graph(model: Any, source: Source, bundle_dir: Path, opset: int | None) -> tuple[str, ...]:
-
     from edgelm.export.decoder_graph import build_decoder_graph
 
     return save_graph(build_decoder_graph(model, source.family, source.config, opset), bundle_dir / GRAPH_FILE)
@@ -87,10 +86,9 @@ def _export_with_optimum(model: Any, source: Source, bundle_dir: Path, opset: in
         produced = sorted(p.name for p in Path(work).iterdir() if p.name.startswith(GRAPH_FILE))
         if GRAPH_FILE not in produced:
             raise ExportError(f"optimum produced no {GRAPH_FILE} for {source.path}")
-        if produced != [GRAPH_FILE, EXTERNAL_DATA]:  # inline (or split otherwise): one layout for every bundle
-            store_weights_beside(Path(work) / GRAPH_FILE)
-            for name in set(produced) - {GRAPH_FILE, EXTERNAL_DATA}:
-                (Path(work) / name).unlink()
+        store_weights_beside(Path(work) / GRAPH_FILE)  # one layout and file mode for every bundle, whatever optimum wrote
+        for name in set(produced) - {GRAPH_FILE, EXTERNAL_DATA}:
+            (Path(work) / name).unlink()
         for name in (GRAPH_FILE, EXTERNAL_DATA):
             shutil.move(str(Path(work) / name), bundle_dir / name)
     return (EXTERNAL_DATA,)

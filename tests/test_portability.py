@@ -1,6 +1,7 @@
 """Bundles that older onnxruntimes and other runtimes can read: the IR version export writes, the
-weights kept in one data file beside the graph, the attribute defaults quantize drops, the onnxruntime an int8 KV cache needs, and a failing run
-reported in one line instead of onnxruntime's C++ trace.
+weights kept in one data file beside the graph, the attribute defaults quantize drops, the
+onnxruntime an int8 KV cache needs, and a failing run reported in one line instead of
+onnxruntime's C++ trace.
 """
 
 from __future__ import annotations
