@@ -28,7 +28,14 @@ _ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor
                "tensor(int32)": "int32", "tensor(int8)": "int8", "tensor(bool)": "bool"}
 
 
-EXTERNAL_DATA = "model.onnx_data"  # every bundle graph's weights (optimum's name for them)
+
+
+def weights_file(graph: Path) -> Path:
+    """Where `save_graph` keeps GRAPH's weights: beside it, named after it (model.onnx -> model.onnx_data)."""
+    return graph.with_name(f"{graph.name}_data")
+
+
+EXTERNAL_DATA = weights_file(Path(GRAPH_FILE)).name  # every bundle graph's weights (optimum's name for them)
 
 
 def export_graph(model: Any, source: Source, bundle_dir: Path, opset: int | None = None) -> tuple[str, ...]:
@@ -45,7 +52,10 @@ def _write_decoder_graph(model: Any, source: Source, bundle_dir: Path, opset: in
 
 
 def save_graph(model: Any, path: Path) -> tuple[str, ...]:
-    """Write MODEL (holding its weights) to PATH with the weights in EXTERNAL_DATA beside it; returns (EXTERNAL_DATA,).
+    """Write MODEL (holding its weights) to PATH with the weights in `weights_file(PATH)`; returns that file's name.
+
+    Used for every graph edgelm writes, bundles and quantize's work files alike, so no graph is
+    ever held to protobuf's 2 GB limit for a single file.
 
     Why always, not only past protobuf's 2 GB: onnxruntime maps external data into memory, where an
     inline graph is first parsed into a copy of every weight. Measured on SmolLM2, onnxruntime 1.32,
@@ -57,12 +67,12 @@ def save_graph(model: Any, path: Path) -> tuple[str, ...]:
 
     if any(uses_external_data(t) for t in model.graph.initializer):
         raise ValueError("save_graph needs a model holding its weights (onnx.load with load_external_data=True)")
-    data = path.with_name(EXTERNAL_DATA)
+    data = weights_file(path)
     data.unlink(missing_ok=True)  # onnx appends to an existing data file
     onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=EXTERNAL_DATA, size_threshold=1024)
+                    location=data.name, size_threshold=1024)
     data.chmod(path.stat().st_mode & 0o777)  # onnx creates it 0600; a bundle's files are read as the graph is
-    return (EXTERNAL_DATA,)
+    return (data.name,)
 
 
 def store_weights_beside(path: Path) -> tuple[str, ...]:

@@ -36,7 +36,9 @@ MAX_CALIBRATION_TOKENS = 2048  # KV-cache calibration text, cut to this
 def quantize(src: str | Path, out: str | Path, options: QuantizeOptions, *, force: bool = False,
              progress: bool = True) -> Manifest:
     """Quantize the float bundle SRC into OUT with OPTIONS; returns OUT's manifest."""
-    from edgelm.export.graph import store_weights_beside
+    import onnx
+
+    from edgelm.export.graph import save_graph
 
     src, out = Path(src).expanduser(), Path(out).expanduser().absolute()
     base = _validate(src, out, options, force)
@@ -49,12 +51,15 @@ def quantize(src: str | Path, out: str | Path, options: QuantizeOptions, *, forc
             preprocess(src / base.graph_file, pre)
             keep = nodes_to_keep(_node_names(pre), options.keep_float)
         with steps.step("quantize weights"), quiet_onnxruntime_logs():
-            done = _run_method(pre, stage / base.graph_file, options, keep, float_model)
-            drop_filled_in_defaults(src / base.graph_file, stage / base.graph_file)  # before the KV rewrite sets its own
-            quantized_nodes = check_quantized(stage / base.graph_file)
+            method_out = Path(work) / "quantized.onnx"
+            done = _run_method(pre, method_out, options, keep, float_model)
+            graph = onnx.load(str(method_out))  # the passes below rewrite it in memory
+            drop_filled_in_defaults(src / base.graph_file, graph)  # before the KV rewrite sets its own
+            quantized_nodes = check_quantized(graph)
             if options.kv_cache is KVCache.INT8:
-                done.details["kv_cache"] = _int8_kv_cache(stage / base.graph_file, float_model, options)
-            external = store_weights_beside(stage / base.graph_file)  # the passes above write inline graphs
+                done.details["kv_cache"] = _int8_kv_cache(graph, float_model, options)
+            external = save_graph(graph, stage / base.graph_file)
+            del graph
         shutil.rmtree(work, ignore_errors=True)
         _copy_tokenizer(src, stage, base)
         precision = {"weights": done.weights, "activations": done.activations, "method": options.method.value,
@@ -156,17 +161,13 @@ def _copy_tokenizer(src: Path, stage: Path, base: Manifest) -> None:
         shutil.copy2(src / name, stage / name)
 
 
-def _int8_kv_cache(graph_file: Path, float_model: Any, options: QuantizeOptions) -> str:
-    """Rewrite GRAPH_FILE's attention to keep its cache in int8, with scales calibrated on the float bundle."""
-    import onnx
-
+def _int8_kv_cache(graph: Any, float_model: Any, options: QuantizeOptions) -> str:
+    """Rewrite GRAPH's attention (in place) to keep its cache in int8, with scales calibrated on the float bundle."""
     from edgelm.quantize.kv_cache import calibrate_scales, int8_kv_cache
 
     text = " ".join(sentences(options.calibration_file, "calibration"))
     scales = calibrate_scales(float_model, float_model.tokenizer.encode(text).ids[:MAX_CALIBRATION_TOKENS])
-    model = onnx.load(str(graph_file))
-    int8_kv_cache(model, float_model.manifest.kv_cache, scales)
-    onnx.save(model, str(graph_file))
+    int8_kv_cache(graph, float_model.manifest.kv_cache, scales)
     return "int8 (per channel, calibrated)"
 
 

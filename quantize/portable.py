@@ -12,17 +12,20 @@ Written by hand because onnxruntime.quantization has no option to save without t
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import onnx
 
 MS_DOMAIN = "com.microsoft"
 
 
-def drop_filled_in_defaults(float_graph: Path, graph: Path) -> int:
-    """Remove from GRAPH's contrib nodes the attributes their namesakes in FLOAT_GRAPH lack; returns how many."""
+def drop_filled_in_defaults(float_graph: Path, model: "onnx.ModelProto") -> int:
+    """Remove from MODEL's contrib nodes the attributes their namesakes in FLOAT_GRAPH lack; returns how many."""
     import onnx
 
     original = {n.name: {a.name for a in n.attribute}
                 for n in onnx.load(str(float_graph), load_external_data=False).graph.node if n.domain == MS_DOMAIN}
-    model = onnx.load(str(graph))
     dropped = 0
     for node in model.graph.node:
         had = original.get(node.name)
@@ -32,6 +35,4 @@ def drop_filled_in_defaults(float_graph: Path, graph: Path) -> int:
         for attribute in extra:
             node.attribute.remove(attribute)
         dropped += len(extra)
-    if dropped:
-        onnx.save(model, str(graph))
     return dropped

@@ -1,10 +1,12 @@
 """Bundles that older onnxruntimes and other runtimes can read: the IR version export writes, the
-weights kept in one data file beside the graph, the attribute defaults quantize drops, the
-onnxruntime an int8 KV cache needs, and a failing run reported in one line instead of
-onnxruntime's C++ trace.
+weights kept in one data file beside the graph (in quantize's work files too), the attribute
+defaults quantize drops, the onnxruntime an int8 KV cache needs, and a failing run reported in
+one line instead of onnxruntime's C++ trace.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import onnx
 import onnxruntime as ort
@@ -12,7 +14,7 @@ import pytest
 from onnx.external_data_helper import uses_external_data
 
 from edgelm.errors import GenerationError
-from edgelm.quantize import Method, QuantizeOptions, quantize
+from edgelm.quantize import KVCache, Method, QuantizeOptions, quantize
 from edgelm.runtime.kv_layout import MIN_ONNXRUNTIME, onnxruntime_problem
 from edgelm.runtime.manifest import read_manifest
 from edgelm.runtime.session import run_graph
@@ -54,6 +56,33 @@ def test_quantize_leaves_attention_nodes_with_the_float_graphs_attributes(bundle
     quantized = read_manifest(out)
     assert quantized.external_data == ("model.onnx_data",) and weights_inside(out, quantized) == []
     assert sorted(p.name for p in out.iterdir() if p.name.startswith("model.onnx")) == ["model.onnx", "model.onnx_data"]
+
+
+@pytest.mark.parametrize("name, options", [
+    ("llama", QuantizeOptions(Method.INT8, kv_cache=KVCache.INT8, gate=False)),
+    ("gpt2", QuantizeOptions(Method.INT4, gate=False)),
+    ("bert/feature-extraction", QuantizeOptions(Method.INT8_PER_TOKEN, gate=False)),
+    ("bert/feature-extraction", QuantizeOptions(Method.INT8_STATIC, gate=False)),
+], ids=["int8-kv8", "int4", "int8-per-token", "int8-static"])
+def test_no_quantize_step_writes_a_graph_with_its_weights_inside(bundles, tmp_path, monkeypatch, name, options):
+    """Every graph file quantize writes on the way (pre-processing, the method, its rewrites) keeps its
+    weights beside it, so no file is held to protobuf's 2 GB limit."""
+    src, _ = bundles(name)
+    written, inside = [], {}
+    real = onnx.save_model
+
+    def checked(model, f, *args, **kwargs):
+        real(model, f, *args, **kwargs)
+        written.append(Path(f).name)
+        stored = onnx.load(str(f), load_external_data=False)
+        inside[Path(f).name] = [t.name for t in stored.graph.initializer
+                                if not uses_external_data(t) and len(t.raw_data) > 1024]
+
+    monkeypatch.setattr(onnx, "save_model", checked)
+    monkeypatch.setattr(onnx, "save", checked)  # an alias of save_model, bound at import
+    quantize(src, tmp_path / "out", options, progress=False)
+    assert "model.onnx" in written and len(written) >= 2, written  # the work files and the bundle's graph
+    assert {f: names for f, names in inside.items() if names} == {}
 
 
 def test_an_int8_kv_cache_names_the_onnxruntime_it_needs(bundles):
