@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,11 @@ PREBUILT = Path(os.environ["EDGELM_PREBUILT_BUNDLES"]) if os.environ.get("EDGELM
 def pytest_configure(config):
     config.addinivalue_line("markers", "cuda: needs the CUDA execution provider (onnxruntime-gpu and a GPU)")
     config.addinivalue_line("markers", "node: runs the Node.js client in clients/node (Node 20+, npm ci)")
+    # The Ctrl-C tests send SIGINT to CLI processes they start. A suite started in the background by a
+    # script (`.ci/run &`) has SIGINT ignored, as POSIX shells do for background jobs, and every child
+    # would inherit that and finish instead (measured: 5 failures); give the children a terminal's default.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
