@@ -28,8 +28,6 @@ _ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor
                "tensor(int32)": "int32", "tensor(int8)": "int8", "tensor(bool)": "bool"}
 
 
-
-
 def weights_file(graph: Path) -> Path:
     """Where `save_graph` keeps GRAPH's weights: beside it, named after it (model.onnx -> model.onnx_data)."""
     return graph.with_name(f"{graph.name}_data")
@@ -54,8 +52,8 @@ def _write_decoder_graph(model: Any, source: Source, bundle_dir: Path, opset: in
 def save_graph(model: Any, path: Path) -> tuple[str, ...]:
     """Write MODEL (holding its weights) to PATH with the weights in `weights_file(PATH)`; returns that file's name.
 
-    Used for every graph edgelm writes, bundles and quantize's work files alike, so no graph is
-    ever held to protobuf's 2 GB limit for a single file.
+    Used for every bundle graph and for the work files quantize writes itself (onnxruntime's
+    quantizers write theirs in its own external data format), so no file is held to protobuf's 2 GB limit.
 
     Why always, not only past protobuf's 2 GB: onnxruntime maps external data into memory, where an
     inline graph is first parsed into a copy of every weight. Measured on SmolLM2, onnxruntime 1.32,

@@ -31,10 +31,14 @@ def test_exported_decoder_graphs_use_ir_version_10_not_onnxs_newest(bundles, nam
     assert onnx.load(str(folder / manifest.graph_file), load_external_data=False).ir_version == 10
 
 
-def weights_inside(folder, manifest) -> list[str]:
+def inline_weights(graph: Path) -> list[str]:
     """Initializers over 1 KB held in the graph file itself (onnxruntime copies those; it maps external data)."""
-    model = onnx.load(str(folder / manifest.graph_file), load_external_data=False)
+    model = onnx.load(str(graph), load_external_data=False)
     return [t.name for t in model.graph.initializer if not uses_external_data(t) and len(t.raw_data) > 1024]
+
+
+def weights_inside(folder, manifest) -> list[str]:
+    return inline_weights(folder / manifest.graph_file)
 
 
 @pytest.mark.parametrize("name", ("gpt2", "llama", "bert/fill-mask"))
@@ -74,9 +78,7 @@ def test_no_quantize_step_writes_a_graph_with_its_weights_inside(bundles, tmp_pa
     def checked(model, f, *args, **kwargs):
         real(model, f, *args, **kwargs)
         written.append(Path(f).name)
-        stored = onnx.load(str(f), load_external_data=False)
-        inside[Path(f).name] = [t.name for t in stored.graph.initializer
-                                if not uses_external_data(t) and len(t.raw_data) > 1024]
+        inside[Path(f).name] = inline_weights(Path(f))
 
     monkeypatch.setattr(onnx, "save_model", checked)
     monkeypatch.setattr(onnx, "save", checked)  # an alias of save_model, bound at import
