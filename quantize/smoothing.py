@@ -32,6 +32,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from edgelm.quantize.memory_session import memory_session
 from edgelm.quantize.prompt_feeds import prompt_feeds
 from edgelm.runtime.kv_layout import KVLayout
 
@@ -124,13 +125,7 @@ def _reads(tensor: str, target: str, producer: dict, depth: int = 4) -> bool:
 
 def input_maxima(model: onnx.ModelProto, layout: KVLayout, groups: list[Group], ids: list[int]) -> dict[str, np.ndarray]:
     """Per group activation: (K,) largest |value| per channel over IDS, run as one prompt through the float graph."""
-    import onnxruntime as ort
-
-    augmented = onnx.ModelProto()
-    augmented.CopyFrom(model)
-    for group in groups:
-        augmented.graph.output.append(helper.make_tensor_value_info(group.activation, onnx.TensorProto.FLOAT, None))
-    session = ort.InferenceSession(augmented.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = memory_session(model, [g.activation for g in groups])
     feeds = prompt_feeds(layout, ids, {i.name for i in session.get_inputs()})
     values = session.run([g.activation for g in groups], feeds)
     return {g.activation: np.abs(v).reshape(-1, v.shape[-1]).max(axis=0) for g, v in zip(groups, values)}
