@@ -137,28 +137,24 @@ def quiet_cuts(job: Job):
 
 
 def _embed(encoder, texts: list[str], row_ids, job: Job, cancelled=None) -> list:
-    limit = encoder.manifest.max_context
-    problems = _fitting(encoder.count_tokens(texts), limit, job)
-    keep = [i for i, p in enumerate(problems) if p is None]
-    results: list = list(problems)
-    if keep:
-        with quiet_cuts(job):
-            vectors = encoder.embed([texts[i] for i in keep], batch_size=job.batch_size)  # (k, dim)
-        for i, vector in zip(keep, vectors):
-            results[i] = (vector,)
-    return results
+    return _encoder_rows(encoder, texts, job, lambda fitting: [
+        (vector,) for vector in encoder.embed(fitting, batch_size=job.batch_size)])  # (dim,) each
 
 
 def _classify(encoder, texts: list[str], row_ids, job: Job, cancelled=None) -> list:
-    limit = encoder.manifest.max_context
-    problems = _fitting(encoder.count_tokens(texts), limit, job)
+    return _encoder_rows(encoder, texts, job, lambda fitting: [
+        (best[0]["label"], best[0]["score"]) for best in encoder.classify(fitting, top_k=1, batch_size=job.batch_size)])
+
+
+def _encoder_rows(encoder, texts: list[str], job: Job, compute) -> list:
+    """Per text, COMPUTE's result for it (COMPUTE gets every text that fits the model, in order), or why it does not fit."""
+    problems = _fitting(encoder.count_tokens(texts), encoder.manifest.max_context, job)
     keep = [i for i, p in enumerate(problems) if p is None]
     results: list = list(problems)
     if keep:
         with quiet_cuts(job):
-            labels = encoder.classify([texts[i] for i in keep], top_k=1, batch_size=job.batch_size)
-        for i, best in zip(keep, labels):
-            results[i] = (best[0]["label"], best[0]["score"])
+            for i, row in zip(keep, compute([texts[i] for i in keep])):
+                results[i] = row
     return results
 
 

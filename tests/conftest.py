@@ -74,6 +74,22 @@ def bundles(tmp_path_factory, checkpoints):
     return get
 
 
+# The tiny bundles edgelm batch's tests run (test_batch.py, test_batch_ray.py): one per task.
+@pytest.fixture(scope="session")
+def embedder(bundles):
+    return bundles("bert/feature-extraction")[0]
+
+
+@pytest.fixture(scope="session")
+def classifier(bundles):
+    return bundles("roberta/text-classification")[0]
+
+
+@pytest.fixture(scope="session")
+def decoder(bundles):
+    return bundles("gpt2")[0]
+
+
 def require_real_models():
     """The real models come from `make models`; a missing one is a set-up error, not a skip."""
     missing = [p for p in (SMOLLM2_GGUF, MINILM) if not p.exists()]

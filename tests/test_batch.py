@@ -26,21 +26,6 @@ ROWS = 2000
 FORMATS = ("jsonl", "csv", "parquet")
 
 
-@pytest.fixture(scope="module")
-def embedder(bundles):
-    return bundles("bert/feature-extraction")[0]
-
-
-@pytest.fixture(scope="module")
-def classifier(bundles):
-    return bundles("roberta/text-classification")[0]
-
-
-@pytest.fixture(scope="module")
-def decoder(bundles):
-    return bundles("gpt2")[0]
-
-
 def cli_run(*args) -> Result:
     return CliRunner().invoke(cli, ["batch", *map(str, args)])
 

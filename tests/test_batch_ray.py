@@ -41,21 +41,6 @@ def cluster():
         signal.signal(s, handler)
 
 
-@pytest.fixture(scope="module")
-def embedder(bundles):
-    return bundles("bert/feature-extraction")[0]
-
-
-@pytest.fixture(scope="module")
-def classifier(bundles):
-    return bundles("roberta/text-classification")[0]
-
-
-@pytest.fixture(scope="module")
-def decoder(bundles):
-    return bundles("gpt2")[0]
-
-
 @pytest.mark.parametrize("task, fmt_in, fmt_out", [("embed", "parquet", "jsonl"), ("classify", "csv", "parquet"),
                                                    ("generate", "jsonl", "csv")])
 def test_ray_mode_equals_the_direct_calls(task, fmt_in, fmt_out, cluster, embedder, classifier, decoder, tmp_path):
