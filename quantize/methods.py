@@ -281,12 +281,14 @@ def weight_only(src: Path, dst: Path, options: QuantizeOptions, keep: list[str],
     import onnx
 
     from edgelm.export.graph import save_graph
-    from edgelm.quantize.smoothing import smooth
+    from edgelm.quantize.smoothing import input_maxima, smooth
     from edgelm.quantize.tied_embedding import find_tie, lm_head_node, share_tied_embedding
 
     bits = WEIGHT_ONLY[options.method]
+    # activation ranges first, from the file: calibration's session is closed before the weights are loaded
+    maxima = input_maxima(src, calibration.layout, list(calibration.text)) if options.alpha else {}
     model = onnx.load(str(src))
-    smoothed = smooth(model, calibration.layout, list(calibration.text), options.alpha) if options.alpha else 0
+    smoothed = smooth(model, maxima, options.alpha) if maxima else 0
     head = lm_head_node(model)
     tie = find_tie(model)
     shared = False

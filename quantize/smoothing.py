@@ -27,12 +27,12 @@ MatMul in the graph) and pins numpy < 2.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from edgelm.quantize.memory_session import memory_session
 from edgelm.quantize.prompt_feeds import prompt_feeds
 from edgelm.runtime.kv_layout import KVLayout
 
@@ -123,20 +123,44 @@ def _reads(tensor: str, target: str, producer: dict, depth: int = 4) -> bool:
     return depth > 0 and node is not None and any(_reads(i, target, producer, depth - 1) for i in node.input if i)
 
 
-def input_maxima(model: onnx.ModelProto, layout: KVLayout, groups: list[Group], ids: list[int]) -> dict[str, np.ndarray]:
-    """Per group activation: (K,) largest |value| per channel over IDS, run as one prompt through the float graph."""
-    session = memory_session(model, [g.activation for g in groups])
+def input_maxima(graph_file: Path, layout: KVLayout, ids: list[int]) -> dict[str, np.ndarray]:
+    """Per smoothable activation of GRAPH_FILE: (K,) largest |value| per channel over IDS, run as one prompt.
+
+    The session opens the graph where it lies, its weights mapped from their file, before quantize
+    loads them into memory: nothing is serialized or copied (a graph of any size), and calibration's
+    memory does not come on top of the loaded model's. The graph with the activations added as
+    outputs is written beside the weights (its external data paths are relative) and removed once
+    the session is open.
+    """
+    import onnxruntime as ort
+
+    graph = onnx.load(str(graph_file), load_external_data=False)
+    activations = [g.activation for g in find_groups(graph)]
+    if not activations:
+        return {}
+    graph.graph.output.extend(helper.make_tensor_value_info(a, onnx.TensorProto.FLOAT, None) for a in activations)
+    probe = graph_file.with_name(f"{graph_file.stem}.maxima.onnx")
+    onnx.save_model(graph, str(probe))
+    try:
+        session = ort.InferenceSession(str(probe), providers=["CPUExecutionProvider"])
+    finally:
+        probe.unlink()
     feeds = prompt_feeds(layout, ids, {i.name for i in session.get_inputs()})
-    values = session.run([g.activation for g in groups], feeds)
-    return {g.activation: np.abs(v).reshape(-1, v.shape[-1]).max(axis=0) for g, v in zip(groups, values)}
+    values = session.run(activations, feeds)
+    return {a: np.abs(v).reshape(-1, v.shape[-1]).max(axis=0) for a, v in zip(activations, values)}
 
 
-def smooth(model: onnx.ModelProto, layout: KVLayout, ids: list[int], alpha: float) -> int:
-    """Fold SmoothQuant scales into MODEL in place (float outputs unchanged); returns how many MatMuls were smoothed."""
+def smooth(model: onnx.ModelProto, maxima: dict[str, np.ndarray], alpha: float) -> int:
+    """Fold SmoothQuant scales into MODEL in place (float outputs unchanged); returns how many MatMuls were smoothed.
+
+    MAXIMA: `input_maxima` of the graph file MODEL was loaded from.
+    """
     groups = find_groups(model)
+    missing = [g.activation for g in groups if g.activation not in maxima]
+    if missing:
+        raise ValueError(f"no activation range for {missing[0]} (and {len(missing) - 1} more): measure the same graph")
     if not groups:
         return 0
-    maxima = input_maxima(model, layout, groups, ids)
     touched = {m.input[1] for g in groups for m in g.matmuls} | {name for g in groups for name, _ in g.absorb}
     arrays = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer if i.name in touched}
     changed = set()

@@ -10,6 +10,7 @@ import pytest
 from onnx import numpy_helper
 
 from edgelm.errors import QuantizeError
+from edgelm.export.graph import save_graph
 from edgelm.quantize import Method, QuantizeOptions, quantize
 from edgelm.quantize.methods import preprocess
 from edgelm.quantize.prompt_feeds import prompt_feeds
@@ -22,7 +23,7 @@ IDS = [5, 17, 3, 88, 41, 9, 23, 64, 2, 11, 70, 33, 8, 19, 56, 4]
 
 @pytest.fixture(scope="module")
 def graphs(bundles, tmp_path_factory):
-    """family -> (pre-processed float graph, its KV layout), as quantize sees them before the method runs."""
+    """family -> (pre-processed float graph file, the graph loaded, its KV layout), as quantize sees them before the method runs."""
     root = tmp_path_factory.mktemp("smoothing")
     cache = {}
 
@@ -30,7 +31,7 @@ def graphs(bundles, tmp_path_factory):
         if name not in cache:
             src, manifest = bundles(name)
             preprocess(src / manifest.graph_file, root / f"{name}.onnx")
-            cache[name] = (onnx.load(str(root / f"{name}.onnx")), manifest.kv_cache)
+            cache[name] = (root / f"{name}.onnx", onnx.load(str(root / f"{name}.onnx")), manifest.kv_cache)
         return cache[name]
 
     return get
@@ -48,7 +49,7 @@ def logits(model: onnx.ModelProto, layout, ids: list[int]) -> np.ndarray:
 
 @pytest.mark.parametrize("name, per_layer", [("llama", 3), ("gpt2", 2)])
 def test_finds_the_matmuls_a_norm_or_a_gated_product_feeds(graphs, name, per_layer):
-    model, layout = graphs(name)
+    _, model, layout = graphs(name)
     groups = find_groups(model)
     # llama: qkv (attention norm), gate|up (MLP norm), down (act(gate) * up); gpt2: qkv and fc (its GELU is not linear)
     assert len(groups) == per_layer * layout.num_layers
@@ -63,32 +64,61 @@ def test_finds_the_matmuls_a_norm_or_a_gated_product_feeds(graphs, name, per_lay
 
 @pytest.mark.parametrize("name", ["llama", "gpt2", "qwen2"])
 def test_the_float_graph_computes_the_same_after_smoothing(graphs, name):
-    model, layout = graphs(name)
+    path, model, layout = graphs(name)
     smoothed = onnx.ModelProto()
     smoothed.CopyFrom(model)
-    assert smooth(smoothed, layout, IDS, alpha=0.5) > 0
+    assert smooth(smoothed, input_maxima(path, layout, IDS), alpha=0.5) > 0
     changed = {i.name for i, j in zip(model.graph.initializer, smoothed.graph.initializer) if i.raw_data != j.raw_data}
     assert changed  # the weights moved...
     before, after = logits(model, layout, IDS[::-1]), logits(smoothed, layout, IDS[::-1])  # other ids than calibration
     np.testing.assert_allclose(after, before, rtol=1e-4, atol=1e-4)  # ...and the function did not
 
 
-def test_it_flattens_the_channels_of_what_the_int8_kernel_quantizes(graphs):
-    model, layout = graphs("llama")
-    groups = find_groups(model)
-    norm_fed = [g for g in groups if "norm" in g.activation]
-    spread = lambda m: np.median([v.max() / np.median(v) for v in input_maxima(m, layout, norm_fed, IDS).values()])  # noqa: E731
+def test_it_flattens_the_channels_of_what_the_int8_kernel_quantizes(graphs, tmp_path):
+    _, model, layout = graphs("llama")
+    norm_fed = {g.activation for g in find_groups(model) if "norm" in g.activation}
+
+    def spread(m: onnx.ModelProto) -> float:  # median over the norm-fed inputs of max / median channel range
+        saved = onnx.ModelProto()
+        saved.CopyFrom(m)  # onnx's external-data save leaves the proto it writes pointing at the file
+        save_graph(saved, tmp_path / "graph.onnx")
+        maxima = input_maxima(tmp_path / "graph.onnx", layout, IDS)
+        return float(np.median([v.max() / np.median(v) for a, v in maxima.items() if a in norm_fed]))
+
     smoothed = onnx.ModelProto()
     smoothed.CopyFrom(model)
     # a norm weight with a few huge channels, as trained Llama models have: the outliers the scales remove
-    for g in norm_fed:
-        gamma = next(i for i in smoothed.graph.initializer if i.name == g.absorb[0][0])
-        values = numpy_helper.to_array(gamma).copy()
-        values[::7] *= 40
-        gamma.CopyFrom(numpy_helper.from_array(values, gamma.name))
+    for g in find_groups(smoothed):
+        if g.activation in norm_fed:
+            gamma = next(i for i in smoothed.graph.initializer if i.name == g.absorb[0][0])
+            values = numpy_helper.to_array(gamma).copy()
+            values[::7] *= 40
+            gamma.CopyFrom(numpy_helper.from_array(values, gamma.name))
     outliers = spread(smoothed)
-    smooth(smoothed, layout, IDS, alpha=0.5)
+    smooth(smoothed, input_maxima(tmp_path / "graph.onnx", layout, IDS), alpha=0.5)
     assert spread(smoothed) < outliers / 3
+
+
+def test_calibration_reads_the_weights_from_their_file_and_leaves_nothing_beside_them(graphs, monkeypatch):
+    """input_maxima never loads the weights into Python memory (a graph of any size) and removes its probe graph."""
+    import onnxruntime as ort
+
+    path, model, layout = graphs("llama")
+    loads, opened = [], []
+    real_load, real_session = onnx.load, ort.InferenceSession
+    monkeypatch.setattr(onnx, "load", lambda f, *a, **k: loads.append(k.get("load_external_data", True)) or real_load(f, *a, **k))
+    monkeypatch.setattr(ort, "InferenceSession", lambda f, *a, **k: opened.append(f) or real_session(f, *a, **k))
+    before = sorted(p.name for p in path.parent.iterdir())
+    maxima = input_maxima(path, layout, IDS)
+    assert loads == [False] and len(opened) == 1 and isinstance(opened[0], str)  # a file path, not bytes
+    assert sorted(p.name for p in path.parent.iterdir()) == before
+    assert set(maxima) == {g.activation for g in find_groups(model)} and all((v > 0).all() for v in maxima.values())
+
+
+def test_ranges_from_another_graph_are_refused(graphs):
+    _, model, _ = graphs("llama")
+    with pytest.raises(ValueError, match="no activation range for"):
+        smooth(model, {}, alpha=0.5)
 
 
 def test_quantize_records_smoothing_and_zero_turns_it_off(bundles, tmp_path):
