@@ -127,7 +127,7 @@ def input_maxima(graph_file: Path, layout: KVLayout, ids: list[int]) -> dict[str
     """Per smoothable activation of GRAPH_FILE: (K,) largest |value| per channel over IDS, run as one prompt.
 
     The session opens the graph where it lies, its weights mapped from their file, before quantize
-    loads them into memory: nothing is serialized or copied (a graph of any size), and calibration's
+    loads them into memory: no weight is serialized or copied (a graph of any size), and calibration's
     memory does not come on top of the loaded model's. The graph with the activations added as
     outputs is written beside the weights (its external data paths are relative) and removed once
     the session is open.
@@ -156,11 +156,11 @@ def smooth(model: onnx.ModelProto, maxima: dict[str, np.ndarray], alpha: float) 
     MAXIMA: `input_maxima` of the graph file MODEL was loaded from.
     """
     groups = find_groups(model)
+    if not groups:
+        return 0
     missing = [g.activation for g in groups if g.activation not in maxima]
     if missing:
         raise ValueError(f"no activation range for {missing[0]} (and {len(missing) - 1} more): measure the same graph")
-    if not groups:
-        return 0
     touched = {m.input[1] for g in groups for m in g.matmuls} | {name for g in groups for name, _ in g.absorb}
     arrays = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer if i.name in touched}
     changed = set()
