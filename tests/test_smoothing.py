@@ -76,27 +76,28 @@ def test_the_float_graph_computes_the_same_after_smoothing(graphs, name):
 
 def test_it_flattens_the_channels_of_what_the_int8_kernel_quantizes(graphs, tmp_path):
     _, model, layout = graphs("llama")
-    norm_fed = {g.activation for g in find_groups(model) if "norm" in g.activation}
+    norm_fed = [g for g in find_groups(model) if "norm" in g.activation]
 
-    def spread(m: onnx.ModelProto) -> float:  # median over the norm-fed inputs of max / median channel range
+    def measured(m: onnx.ModelProto) -> dict[str, np.ndarray]:  # input_maxima of M, saved as quantize saves it
         saved = onnx.ModelProto()
         saved.CopyFrom(m)  # onnx's external-data save leaves the proto it writes pointing at the file
         save_graph(saved, tmp_path / "graph.onnx")
-        maxima = input_maxima(tmp_path / "graph.onnx", layout, IDS)
-        return float(np.median([v.max() / np.median(v) for a, v in maxima.items() if a in norm_fed]))
+        return input_maxima(tmp_path / "graph.onnx", layout, IDS)
+
+    def spread(maxima: dict[str, np.ndarray]) -> float:  # median over the norm-fed inputs of max / median channel range
+        return float(np.median([maxima[g.activation].max() / np.median(maxima[g.activation]) for g in norm_fed]))
 
     smoothed = onnx.ModelProto()
     smoothed.CopyFrom(model)
     # a norm weight with a few huge channels, as trained Llama models have: the outliers the scales remove
-    for g in find_groups(smoothed):
-        if g.activation in norm_fed:
-            gamma = next(i for i in smoothed.graph.initializer if i.name == g.absorb[0][0])
-            values = numpy_helper.to_array(gamma).copy()
-            values[::7] *= 40
-            gamma.CopyFrom(numpy_helper.from_array(values, gamma.name))
-    outliers = spread(smoothed)
-    smooth(smoothed, input_maxima(tmp_path / "graph.onnx", layout, IDS), alpha=0.5)
-    assert spread(smoothed) < outliers / 3
+    for g in norm_fed:
+        gamma = next(i for i in smoothed.graph.initializer if i.name == g.absorb[0][0])
+        values = numpy_helper.to_array(gamma).copy()
+        values[::7] *= 40
+        gamma.CopyFrom(numpy_helper.from_array(values, gamma.name))
+    outliers = measured(smoothed)
+    smooth(smoothed, outliers, alpha=0.5)
+    assert spread(measured(smoothed)) < spread(outliers) / 3
 
 
 def test_calibration_reads_the_weights_from_their_file_and_leaves_nothing_beside_them(graphs, monkeypatch):
