@@ -140,11 +140,11 @@ def input_maxima(graph_file: Path, layout: KVLayout, ids: list[int]) -> dict[str
         return {}
     graph.graph.output.extend(helper.make_tensor_value_info(a, onnx.TensorProto.FLOAT, None) for a in activations)
     probe = graph_file.with_name(f"{graph_file.stem}.maxima.onnx")
-    onnx.save_model(graph, str(probe))
-    try:
+    try:  # a probe cut short (a full disk) is removed too
+        onnx.save_model(graph, str(probe))
         session = ort.InferenceSession(str(probe), providers=["CPUExecutionProvider"])
     finally:
-        probe.unlink()
+        probe.unlink(missing_ok=True)
     feeds = prompt_feeds(layout, ids, {i.name for i in session.get_inputs()})
     values = session.run(activations, feeds)
     return {a: np.abs(v).reshape(-1, v.shape[-1]).max(axis=0) for a, v in zip(activations, values)}
