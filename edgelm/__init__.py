@@ -8,4 +8,4 @@ Stages (each its own subpackage, data flows one way):
 Importing this package imports none of them.
 """
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"

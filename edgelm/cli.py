@@ -49,7 +49,7 @@ def cli():
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--task", type=click.Choice(TASKS), default=None, help="Default: what the checkpoint's head serves.")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
-@click.option("--opset", type=int, default=None, help="ONNX opset (default: optimum's choice for the model).")
+@click.option("--opset", type=int, default=None, help="ONNX opset (default: 21 for decoders, 23 for encoders).")
 @one_line_errors
 def export_cmd(src: Path, out: Path, task: str | None, force: bool, opset: int | None):
     """Export a checkpoint folder or .gguf file to a verified bundle."""
@@ -227,13 +227,13 @@ def chat_cmd(bundle: Path, system: str | None, provider: str, threads: int | Non
     chat_loop(_load(bundle, provider, threads, fast, verbose), system, **_generation_kwargs(options))
 
 
-def _texts(texts: tuple[str, ...], file: Path | None) -> list[str]:
+def _texts(texts: tuple[str, ...], file: Path | None, noun: str = "text") -> list[str]:
     """TEXTS from the command line, then one per line from FILE ('-' = stdin); blank lines are skipped."""
     if file is not None:
         texts = (*texts, *_lines_of(file))
     if not texts:
-        raise GenerationError("no texts: give them as arguments or --file FILE (UTF-8, one per line, - for stdin)"
-                              if file is None else f"{file} holds no texts (only blank lines); give one text per line")
+        raise GenerationError(f"no {noun}s: give them as arguments or --file FILE (UTF-8, one per line, - for stdin)"
+                              if file is None else f"{file} holds no {noun}s (only blank lines); give one {noun} per line")
     return list(texts)
 
 
@@ -270,13 +270,15 @@ def _print_json_lines(rows) -> None:
 @click.argument("texts", nargs=-1)
 @click.option("--file", type=click.Path(path_type=Path, allow_dash=True), default=None, help="Texts, one per line (- = stdin).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--prompt", "prompt_name", default=None, metavar="NAME",
+              help="A prompt the bundle names (e.g. query, document), put before each text [default: the bundle's default prompt, if any].")
 @runtime_options
 @one_line_errors
-def embed_cmd(bundle: Path, texts: tuple[str, ...], file: Path | None, batch_size: int, provider: str,
-              threads: int | None, fast: bool, verbose: bool):
+def embed_cmd(bundle: Path, texts: tuple[str, ...], file: Path | None, batch_size: int, prompt_name: str | None,
+              provider: str, threads: int | None, fast: bool, verbose: bool):
     """Print one JSON line {"text", "embedding"} per text (the bundle's pooling and normalisation)."""
     texts = _texts(texts, file)
-    vectors = _load(bundle, provider, threads, fast, verbose).embed(texts, batch_size=batch_size)
+    vectors = _load(bundle, provider, threads, fast, verbose).embed(texts, prompt=prompt_name, batch_size=batch_size)
     _print_json_lines({"text": t, "embedding": [round(float(x), 7) for x in v]} for t, v in zip(texts, vectors))
 
 
@@ -296,6 +298,24 @@ def classify_cmd(bundle: Path, texts: tuple[str, ...], file: Path | None, top_k:
         _print_json_lines({"text": t, "tokens": r} for t, r in zip(texts, encoder.classify_tokens(texts)))
     else:
         _print_json_lines({"text": t, "labels": r} for t, r in zip(texts, encoder.classify(texts, top_k=top_k)))
+
+
+@cli.command("rerank")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("query")
+@click.argument("documents", nargs=-1)
+@click.option("--file", type=click.Path(path_type=Path, allow_dash=True), default=None, help="Documents, one per line (- = stdin).")
+@click.option("--top-n", type=click.IntRange(min=1), default=None, help="Print only the N most relevant [default: all].")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@runtime_options
+@one_line_errors
+def rerank_cmd(bundle: Path, query: str, documents: tuple[str, ...], file: Path | None, top_n: int | None,
+               batch_size: int, provider: str, threads: int | None, fast: bool, verbose: bool):
+    """Rank DOCUMENTS by relevance to QUERY with a cross-encoder bundle: one JSON line
+    {"index", "score", "document"} per document, most relevant first."""
+    documents = _texts(documents, file, "document")
+    results = _load(bundle, provider, threads, fast, verbose).rerank(query, documents, top_n=top_n, batch_size=batch_size)
+    _print_json_lines({**r, "document": documents[r["index"]]} for r in results)
 
 
 @cli.command("fill-mask")
@@ -378,7 +398,7 @@ def batch_cmd(bundle: Path, input_path: Path, output: Path, column: str, task: s
 @runtime_options
 @one_line_errors
 def serve_cmd(bundles: tuple[Path, ...], names: tuple[str, ...], **options):
-    """Serve bundles over OpenAI's HTTP API (chat, completions, embeddings), batching across clients."""
+    """Serve bundles over OpenAI's HTTP API (chat, completions, embeddings; and /v1/rerank), batching across clients."""
     require_extra("serve", "serve")
     from edgelm.serve.main import Options, serve
 

@@ -2,7 +2,7 @@
 
 `pip install edgelm` is the runtime only (an edge box); export, quantize, serve and batch (with
 --ray: the ray extra) each need an extra. Without it, the import error would surface from deep inside a library (onnxruntime's
-quantizer importing onnx_ir, optimum importing torch) as a traceback; this names the extra instead.
+quantizer importing onnx_ir, torch.onnx importing onnxscript) as a traceback; this names the extra instead.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from edgelm.errors import EdgelmError
 
 # extra -> the modules its commands import (the first missing one is named in the error)
 EXTRA_MODULES = {
-    "export": ("torch", "transformers", "optimum.exporters.onnx", "onnx", "sentence_transformers"),
+    "export": ("torch", "transformers", "onnxscript", "onnx", "sentence_transformers"),
     "quantize": ("onnx", "onnx_ir", "onnxruntime.quantization"),
     "serve": ("starlette", "uvicorn", "prometheus_client"),
     "batch": ("pyarrow",),

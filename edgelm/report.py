@@ -7,6 +7,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from edgelm.runtime.bundle import open_bundle
@@ -83,6 +84,10 @@ def print_inspection(bundle: Path, fast: bool = False, as_json: bool = False, pr
         console.print(f"  labels      {', '.join(manifest.labels)}")
     if manifest.pooling:
         console.print(f"  pooling     {manifest.pooling.mode}, normalize={manifest.pooling.normalize} -> {manifest.pooling.output} ({manifest.pooling.dimension})")
+    if any(manifest.prompts.values()):
+        default = f"; default {manifest.default_prompt}" if manifest.default_prompt else ""
+        named = escape(", ".join(f"{k}={v!r}" for k, v in manifest.prompts.items()))
+        console.print(f"  prompts     {named}{default} (embed --prompt NAME)")
     if manifest.kv_cache:
         kv = manifest.kv_cache
         console.print(

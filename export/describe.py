@@ -66,20 +66,36 @@ def pooling(model: Any, output_name: str = "sentence_embedding") -> Pooling | No
     """The pooling a sentence-transformers model traced into the graph."""
     if not hasattr(model, "_first_module"):
         return None
-    from sentence_transformers import models
+    from sentence_transformers.sentence_transformer import modules
 
-    pool = next(m for m in model if isinstance(m, models.Pooling))
+    pool = next(m for m in model if isinstance(m, modules.Pooling))
     return Pooling(
         mode=_pooling_mode(pool.get_config_dict()),
-        normalize=any(isinstance(m, models.Normalize) for m in model),
+        normalize=any(isinstance(m, modules.Normalize) for m in model),
         output=output_name,
         dimension=int((getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension)()),
     )
 
 
 def _pooling_mode(config: dict[str, Any]) -> str:
-    """'mean', 'cls', ... from a Pooling config (sentence-transformers >= 5.7 or its older flags)."""
-    if isinstance(config.get("pooling_mode"), str):
-        return config["pooling_mode"]
+    """'mean', 'cls', 'cls+mean', ... from a Pooling config (sentence-transformers >= 5.7 or its older flags)."""
+    mode = config.get("pooling_mode")
+    if isinstance(mode, str):
+        return mode
+    if isinstance(mode, (list, tuple)):  # several modes, concatenated in this order
+        return "+".join(mode)
     flags = [k.removeprefix("pooling_mode_") for k, on in config.items() if k.startswith("pooling_mode_") and on]
     return "+".join(f.removesuffix("_tokens").removesuffix("_token") for f in flags) or "mean"
+
+
+def prompts(model: Any) -> tuple[dict[str, str], str | None]:
+    """A sentence-transformers model's named prompts and default prompt name (config_sentence_transformers.json).
+
+    Recorded as the library holds them, its empty "query" and "document" defaults included, so every name
+    SentenceTransformer.encode(prompt_name=...) accepts, the runtime accepts, with the same text.
+    """
+    if not hasattr(model, "_first_module"):
+        return {}, None
+    named = {str(k): str(v) for k, v in (getattr(model, "prompts", None) or {}).items() if v is not None}
+    default = getattr(model, "default_prompt_name", None)
+    return named, (default if default in named else None)

@@ -1,7 +1,7 @@
 """Produce the ONNX graph and read back its I/O contract.
 
 Decoders get the fused graph written by export/decoder_graph.py (GroupQueryAttention with the
-KV cache updated in place); encoders get optimum's export. Both write model.onnx with its
+KV cache updated in place); encoders are traced by torch.onnx (export/encoder_graph.py). Both write model.onnx with its
 weights in model.onnx_data beside it (`save_graph`: onnxruntime maps that file instead of
 copying the weights) and keep a tied LM head tied (a MatMul over
 Transpose(embedding)), so no weight is stored twice. A decoder graph's names are checked against
@@ -10,16 +10,11 @@ the one naming function in edgelm.runtime.kv_layout.
 
 from __future__ import annotations
 
-import logging
-import shutil
-import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
 from edgelm.errors import ExportError
 from edgelm.export.source import Source
-from edgelm.export.tasks import OPTIMUM_TASK
 from edgelm.runtime.kv_layout import INPUT_IDS, LOGITS, LOGITS_TO_KEEP, SEQUENCE_LENGTHS, KVLayout
 from edgelm.runtime.manifest import TensorSpec
 
@@ -33,20 +28,26 @@ def weights_file(graph: Path) -> Path:
     return graph.with_name(f"{graph.name}_data")
 
 
-EXTERNAL_DATA = weights_file(Path(GRAPH_FILE)).name  # every bundle graph's weights (optimum's name for them)
+EXTERNAL_DATA = weights_file(Path(GRAPH_FILE)).name  # every bundle graph's weights
 
 
 def export_graph(model: Any, source: Source, bundle_dir: Path, opset: int | None = None) -> tuple[str, ...]:
     """Write MODEL's graph to BUNDLE_DIR/model.onnx; returns the external data files written beside it."""
     if source.family.kind.value == "decoder":
         return _write_decoder_graph(model, source, bundle_dir, opset)
-    return _export_with_optimum(model, source, bundle_dir, opset)
+    return _write_encoder_graph(model, source, bundle_dir, opset)
 
 
 def _write_decoder_graph(model: Any, source: Source, bundle_dir: Path, opset: int | None) -> tuple[str, ...]:
     from edgelm.export.decoder_graph import build_decoder_graph
 
     return save_graph(build_decoder_graph(model, source.family, source.config, opset), bundle_dir / GRAPH_FILE)
+
+
+def _write_encoder_graph(model: Any, source: Source, bundle_dir: Path, opset: int | None) -> tuple[str, ...]:
+    from edgelm.export.encoder_graph import build_encoder_graph
+
+    return save_graph(build_encoder_graph(model, source.family, source.task, opset), bundle_dir / GRAPH_FILE)
 
 
 def save_graph(model: Any, path: Path) -> tuple[str, ...]:
@@ -78,28 +79,6 @@ def store_weights_beside(path: Path) -> tuple[str, ...]:
     import onnx
 
     return save_graph(onnx.load(str(path)), path)
-
-
-def _export_with_optimum(model: Any, source: Source, bundle_dir: Path, opset: int | None) -> tuple[str, ...]:
-    from optimum.exporters.onnx import onnx_export_from_model
-
-    library = {"library_name": "sentence_transformers"} if source.task == "feature-extraction" else {}
-    with tempfile.TemporaryDirectory(dir=bundle_dir) as work, _quiet():
-        try:
-            onnx_export_from_model(
-                model, work, task=OPTIMUM_TASK[source.task], opset=opset, do_validation=False, **library
-            )
-        except Exception as e:  # optimum/torch.onnx raise many unrelated types; report the first line
-            raise ExportError(f"optimum could not export {source.path}: {str(e).splitlines()[0]}") from e
-        produced = sorted(p.name for p in Path(work).iterdir() if p.name.startswith(GRAPH_FILE))
-        if GRAPH_FILE not in produced:
-            raise ExportError(f"optimum produced no {GRAPH_FILE} for {source.path}")
-        store_weights_beside(Path(work) / GRAPH_FILE)  # one layout and file mode for every bundle, whatever optimum wrote
-        for name in set(produced) - {GRAPH_FILE, EXTERNAL_DATA}:
-            (Path(work) / name).unlink()
-        for name in (GRAPH_FILE, EXTERNAL_DATA):
-            shutil.move(str(Path(work) / name), bundle_dir / name)
-    return (EXTERNAL_DATA,)
 
 
 def graph_io(session: Any) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
@@ -147,24 +126,3 @@ def stored_weight_elements(path: Path) -> int:
             count *= d
         total += count
     return total
-
-
-class _quiet:
-    """Silence torch.onnx tracer warnings and optimum/transformers info logs during export."""
-
-    def __enter__(self):
-        self._warnings = warnings.catch_warnings()
-        self._warnings.__enter__()
-        warnings.simplefilter("ignore")
-        self._levels = {}
-        for name in ("optimum", "transformers", "torch.onnx", "sentence_transformers"):
-            logger = logging.getLogger(name)
-            self._levels[name] = logger.level
-            logger.setLevel(logging.ERROR)
-        return self
-
-    def __exit__(self, *exc):
-        for name, level in self._levels.items():
-            logging.getLogger(name).setLevel(level)
-        self._warnings.__exit__(*exc)
-        return False

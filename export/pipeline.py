@@ -68,6 +68,7 @@ def _validate(src: str | Path, out: Path, task: str | None, force: bool) -> Sour
 def _describe(source: Source, model: Any, tokenizer: Any, session: Any, bundle: Path,
               external: tuple[str, ...], template: str | None) -> Manifest:
     hf = hf_model_of(model)
+    prompts, default_prompt = describe.prompts(model)
     inputs, outputs = graph_io(session)
     layout = None
     if source.family.kind.value == "decoder":
@@ -90,6 +91,8 @@ def _describe(source: Source, model: Any, tokenizer: Any, session: Any, bundle: 
         generation=describe.generation_defaults(hf) if layout else {},
         labels=describe.labels(source),
         pooling=describe.pooling(model),
+        prompts=prompts,
+        default_prompt=default_prompt,
         precision={"weights": "fp32", "activations": "fp32", "method": None},
         edgelm_version=edgelm.__version__,
     )

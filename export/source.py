@@ -64,7 +64,7 @@ def _resolve_folder(folder: Path, task: str | None) -> Source:
         problems.append(f"no tokenizer in {folder} (expected tokenizer.json or vocab files); save the tokenizer with the model")
     family = chosen_task = None
     if config_data is not None:
-        family, chosen_task = _family_and_task(config_data, task, problems)
+        family, chosen_task = _family_and_task(config_data, task, problems, _is_embedding_pipeline(folder))
     if problems:
         raise ExportError(*problems)
     from transformers import AutoConfig
@@ -103,12 +103,25 @@ def _read_config_json(folder: Path, problems: list[str]) -> dict | None:
     return data
 
 
-def _family_and_task(config: dict, task: str | None, problems: list[str]) -> tuple[Family | None, str | None]:
+def _is_embedding_pipeline(folder: Path) -> bool:
+    """A sentence-transformers folder whose modules pool token states into sentence vectors (a cross-encoder's
+    folder has modules.json too, with no Pooling)."""
     try:
-        family = family_for(config["model_type"])
+        modules = json.loads((folder / SENTENCE_TRANSFORMERS_MODULES).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return any(str(m.get("type", "")).endswith("Pooling") for m in modules if isinstance(m, dict))
+
+
+def _family_and_task(config: dict, task: str | None, problems: list[str],
+                     embedding_pipeline: bool = False) -> tuple[Family | None, str | None]:
+    try:
+        family = family_for(config["model_type"], config)
     except ExportError as e:
         problems.extend(e.problems)
         return None, None
+    if task is None and embedding_pipeline and "feature-extraction" in family.tasks:
+        return family, "feature-extraction"  # whatever head its config names, the folder is an embedding model
     if task is None:
         return family, infer_task(config.get("architectures"), family.tasks)
     if task not in family.tasks:

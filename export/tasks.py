@@ -1,15 +1,6 @@
-"""Tasks: the names users type, what optimum calls them, and how to infer one from a checkpoint."""
+"""Tasks: the names users type, the transformers class loading each, and how to infer one from a checkpoint."""
 
 from __future__ import annotations
-
-# edgelm task -> optimum exporter task. Decoders always get the past-key-value graph.
-OPTIMUM_TASK = {
-    "text-generation": "text-generation-with-past",
-    "feature-extraction": "feature-extraction",
-    "text-classification": "text-classification",
-    "token-classification": "token-classification",
-    "fill-mask": "fill-mask",
-}
 
 # transformers AutoModel class loading each task's head.
 AUTO_CLASS = {

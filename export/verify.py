@@ -20,6 +20,7 @@ from edgelm.errors import ParityError
 from edgelm.export.loading import hf_model_of
 from edgelm.runtime.decoder import DecoderGraph, greedy_continuation
 from edgelm.runtime.manifest import Manifest
+from edgelm.runtime.prompts import PROMPT_LENGTH
 
 GREEDY_TOKENS = 32
 ATOL, RTOL = 1e-3, 1e-3  # |onnx - torch| <= ATOL + RTOL * max|torch|
@@ -145,8 +146,11 @@ def _verify_encoder(model: Any, tokenizer: Any, session: Any, manifest: Manifest
     texts = list(ENCODER_TEXTS)
     batch = tokenizer(texts, padding=True, return_tensors="np")
     feed = {name: batch.get(name, np.zeros_like(batch["input_ids"])).astype(np.int64) for name in manifest.input_names()}
+    if PROMPT_LENGTH in feed:  # include_prompt=False pooling: no prompt here, so it skips no token
+        feed[PROMPT_LENGTH] = np.zeros(1, dtype=np.int64)  # (1,)
     if manifest.pooling is not None:
-        reference = model.encode(texts, convert_to_numpy=True, batch_size=len(texts))  # (batch, dim)
+        # prompt="": the texts as they are, not with the model's default prompt (the graph is fed them as they are)
+        reference = model.encode(texts, prompt="", convert_to_numpy=True, batch_size=len(texts))  # (batch, dim)
         onnx_out = session.run([manifest.pooling.output], feed)[0]
         cosine = np.sum(reference * onnx_out, 1) / (np.linalg.norm(reference, axis=1) * np.linalg.norm(onnx_out, axis=1))
         return {"texts": len(texts), "max_abs_diff": float(np.abs(onnx_out - reference).max()),

@@ -229,9 +229,18 @@ def int8_dynamic(src: Path, dst: Path, options: QuantizeOptions, keep: list[str]
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantize_dynamic(str(src), str(dst), per_channel=options.per_channel, reduce_range=True, weight_type=QuantType.QInt8,
-                     nodes_to_exclude=keep, use_external_data_format=True,
+                     op_types_to_quantize=_dynamic_op_types(), nodes_to_exclude=keep, use_external_data_format=True,
                      extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     return Quantized("int8", "int8 (dynamic)", {"per_channel": options.per_channel, "reduce_range": True})
+
+
+def _dynamic_op_types() -> list[str]:
+    """quantize_dynamic's own op types less Attention: it takes ONNX's standard Attention (opset 23, which encoder
+    graphs use) for onnxruntime's contrib one and writes a QAttention that cannot load; its Q/K/V projections are
+    MatMuls before it, quantized as before."""
+    from onnxruntime.quantization.registry import IntegerOpsRegistry
+
+    return [op for op in IntegerOpsRegistry if op != "Attention"]
 
 
 def int8_per_token(src: Path, dst: Path, options: QuantizeOptions, keep: list[str]) -> Quantized:

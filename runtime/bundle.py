@@ -55,6 +55,7 @@ CALL_TASKS = {
     "classify": ("text-classification",),
     "classify_tokens": ("token-classification",),
     "fill_mask": ("fill-mask",),
+    **dict.fromkeys(("rerank", "score_pairs", "encode_pairs"), ("text-classification",)),  # with one label
 }
 
 

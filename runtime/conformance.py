@@ -216,8 +216,16 @@ def _logits_vector(model: Any) -> dict[str, Any]:
     rows = model.output(texts, "logits", batch_size=len(texts))
     labels = model.manifest.labels or ()
     return {"kind": "logits", "name": "class logits, one batch", "texts": texts, "output": "logits",
-            "rows": [{"ids": ids, "values": v.tolist(), "label": _label(labels, int(np.argmax(v))), "margin": _margin(v)}
-                     for ids, v in zip(model.encode(texts), rows)]}
+            "rows": [_logits_row(ids, v, labels) for ids, v in zip(model.encode(texts), rows)]}
+
+
+def _logits_row(ids: list[int], v: np.ndarray, labels: tuple[str, ...]) -> dict[str, Any]:
+    """A text's logits, and the class they choose with its margin; a one-label model (a cross-encoder's
+    relevance score) chooses no class, so it has neither."""
+    row: dict[str, Any] = {"ids": ids, "values": v.tolist()}
+    if len(v) > 1:
+        row.update(label=_label(labels, int(np.argmax(v))), margin=_margin(v))
+    return row
 
 
 def _token_logits_vector(model: Any) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 A bundle is a folder holding an ONNX graph, a tokenizer and this manifest. Everything a
 runtime in any language needs is here: graph I/O with dtypes and dynamic axes, the KV cache
-layout, special tokens, limits, generation defaults, labels, pooling, precision, the
+layout, special tokens, limits, generation defaults, labels, pooling, prompts, precision, the
 verification results, and the sha256 and size of every file. docs/bundle-format.md
 documents each field.
 
@@ -93,6 +93,9 @@ class Manifest:
     generation: dict[str, Any] = field(default_factory=dict)
     labels: tuple[str, ...] | None = None
     pooling: Pooling | None = None
+    # sentence-transformers' named prompts ({"query": "query: "}), prepended to a text before it is encoded
+    prompts: dict[str, str] = field(default_factory=dict)
+    default_prompt: str | None = None  # the name used when a call names none, as sentence-transformers does
     precision: dict[str, Any] = field(default_factory=lambda: {"weights": "fp32", "method": None})
     verification: dict[str, Any] = field(default_factory=dict)
     accuracy: dict[str, Any] = field(default_factory=dict)  # quantize's gate against the float bundle
@@ -106,6 +109,9 @@ class Manifest:
             raise BundleError(f"manifest task {self.task!r} is not one of {', '.join(TASKS)}")
         if self.task in DECODER_TASKS and self.kv_cache is None:
             raise BundleError(f"manifest for {self.task} has no kv_cache section; re-export the bundle")
+        if self.default_prompt is not None and self.default_prompt not in self.prompts:
+            raise BundleError(f"manifest default_prompt {self.default_prompt!r} is not one of its prompts "
+                              f"({', '.join(self.prompts) or 'none'}); re-export the bundle")
 
     @property
     def is_decoder(self) -> bool:
@@ -149,6 +155,8 @@ class Manifest:
             "generation": self.generation,
             "labels": list(self.labels) if self.labels is not None else None,
             "pooling": asdict(self.pooling) if self.pooling else None,
+            "prompts": self.prompts,
+            "default_prompt": self.default_prompt,
             "precision": self.precision,
             "verification": self.verification,
             "accuracy": self.accuracy,
@@ -197,6 +205,8 @@ class Manifest:
                 generation=d.get("generation", {}),
                 labels=tuple(d["labels"]) if d.get("labels") is not None else None,
                 pooling=Pooling(**d["pooling"]) if d.get("pooling") else None,
+                prompts=dict(d.get("prompts") or {}),
+                default_prompt=d.get("default_prompt"),
                 precision=d.get("precision", {}),
                 verification=d.get("verification", {}),
                 accuracy=d.get("accuracy") or {},

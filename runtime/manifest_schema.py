@@ -100,6 +100,8 @@ FIELDS: dict[str, tuple[bool, Check, str]] = {
     "pooling.normalize": (False, lambda x: isinstance(x, bool), "true or false"),
     "pooling.output": (False, _text, "a graph output name"),
     "pooling.dimension": (False, _positive, "a whole number >= 1"),
+    "prompts": (False, _or_null(lambda x: _dict(x) and all(map(_text, x.values()))), "an object of strings"),
+    "default_prompt": (False, _or_null(_text), "a prompt name or null"),
     "precision": (False, _dict, "an object"),
     "verification": (False, _dict, "an object"),
     "accuracy": (False, _or_null(_dict), "an object or null"),

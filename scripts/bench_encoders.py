@@ -8,7 +8,10 @@ Engines, each in a process of its own (its own imports and memory):
   edgelm float, edgelm INT8 with the old encoder default (int8-dynamic) and with the new one,
   and any --bundle NAME=PATH    (edgelm.runtime, this Python)
   CTranslate2 float32 and int8  (only with --ct2-python: that Python runs ctranslate2.Encoder,
-                                 mean-pools and normalises by hand, as sentence-transformers does)
+                                 mean-pools and normalises by hand, as sentence-transformers does;
+                                 CTranslate2 converts BERT-family checkpoints, not MPNet)
+  sentence-transformers ONNX    (only with --st-onnx-python: its backend="onnx", optimum's export run by
+                                 onnxruntime; optimum pins transformers < 4.58, hence a Python of its own)
 
 Bundles and CTranslate2 models are built into --work on first use (edgelm export / quantize,
 ct2-transformers-converter beside --ct2-python) and reused after. Accuracy: cosine against
@@ -63,6 +66,19 @@ def _sentence_transformers(path: str, threads: int):
     return lambda texts: model.encode(texts, batch_size=BATCH, normalize_embeddings=True)
 
 
+def _sentence_transformers_onnx(path: str, threads: int):
+    """sentence-transformers' ONNX backend (optimum's export and onnxruntime; optimum needs transformers < 4.58,
+    so this runs under --st-onnx-python, a Python of its own)."""
+    import onnxruntime as ort
+    from sentence_transformers import SentenceTransformer
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    model = SentenceTransformer(path, device="cpu", backend="onnx",
+                                model_kwargs={"provider": "CPUExecutionProvider", "session_options": options})
+    return lambda texts: model.encode(texts, batch_size=BATCH, normalize_embeddings=True)
+
+
 def _ctranslate2(path: str, threads: int, compute_type: str):
     import ctranslate2
     from tokenizers import Tokenizer
@@ -90,7 +106,7 @@ def _ctranslate2(path: str, threads: int, compute_type: str):
     return embed
 
 
-WORKERS = {"edgelm": _edgelm, "sentence-transformers": _sentence_transformers,
+WORKERS = {"edgelm": _edgelm, "sentence-transformers": _sentence_transformers, "st-onnx": _sentence_transformers_onnx,
            "ct2-float32": lambda p, t: _ctranslate2(p, t, "float32"), "ct2-int8": lambda p, t: _ctranslate2(p, t, "int8")}
 
 
@@ -208,11 +224,13 @@ def main() -> None:
                   help="Where the bundles and CTranslate2 models are built and kept.")
     @click.option("--ct2-python", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
                   help="A Python with ctranslate2 (and tokenizers): adds CTranslate2 float32 and int8.")
+    @click.option("--st-onnx-python", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+                  help="A Python with sentence-transformers and optimum-onnx: adds sentence-transformers' ONNX backend.")
     @click.option("--bundle", "extra", multiple=True, metavar="NAME=PATH", help="Another edgelm bundle to measure.")
     @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
     @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True)
     @click.option("--markdown", type=click.Path(path_type=Path), default=None, help="Also write the table into this Markdown file.")
-    def cli(checkpoint, work, ct2_python, extra, repeats, threads, markdown):
+    def cli(checkpoint, work, ct2_python, st_onnx_python, extra, repeats, threads, markdown):
         from rich.console import Console
         from rich.progress import Progress
 
@@ -225,6 +243,8 @@ def main() -> None:
             name, _, path = item.partition("=")
             method = json.loads((Path(path) / "manifest.json").read_text())["precision"].get("method") or "fp32"
             engines[name] = (sys.executable, "edgelm", method, Path(path))
+        if st_onnx_python:
+            engines["sentence-transformers ONNX"] = (st_onnx_python, "st-onnx", "fp32", checkpoint)
         if ct2_python:
             engines.update({name: (ct2_python, f"ct2-{q}", q, path) for name, (q, path) in build_ct2(checkpoint, work, ct2_python).items()})
         with tempfile.TemporaryDirectory() as tmp, Progress(console=Console(stderr=True), transient=True) as progress:
@@ -249,7 +269,7 @@ def main() -> None:
             per_cpu = {name: n / statistics.median(cpu for _, cpu in t) for name, t in times.items()}
             base, ct2_int8, rows = speed["edgelm float"], speed.get("CTranslate2 int8"), []
             for name, (_, _, method, path) in engines.items():
-                cells = [name, method, f"{size_mb(path):.1f} MB" if "sentence" not in name else "-", f"{speed[name]:.0f}",
+                cells = [name, method, f"{size_mb(path):.1f} MB" if "sentence-transformers" not in name else "-", f"{speed[name]:.0f}",
                          f"{speed[name] / base:.2f}x"] + ([f"{speed[name] / ct2_int8:.2f}x"] if ct2_int8 else []) + \
                         [f"{per_cpu[name]:.0f}"]
                 for set_name in ("gate", "held_out"):
@@ -267,7 +287,8 @@ def main() -> None:
         if markdown:
             notes = [f"Machine: {machine(threads)}. Cosine against sentence-transformers (float).",
                      f"Command: `python scripts/bench_encoders.py {checkpoint} --repeats {repeats} --threads {threads}"
-                     f"{' --ct2-python PY' if ct2_python else ''}`."]
+                     f"{' --ct2-python PY' if ct2_python else ''}{' --st-onnx-python PY' if st_onnx_python else ''}"
+                     f"{''.join(f' --bundle {b}' for b in extra)}`."]
             write_markdown(markdown, f"encoders-{checkpoint.name}-{threads}-threads", title, header, rows, notes)
 
     cli()

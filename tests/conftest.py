@@ -16,6 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 MODELS = Path(os.environ.get("EDGELM_MODELS", REPO / ".models"))
 SMOLLM2_GGUF = MODELS / "SmolLM2-135M-Instruct.Q4_1.gguf"
 MINILM = MODELS / "all-MiniLM-L6-v2"
+MPNET = MODELS / "all-mpnet-base-v2"
 # Bundles of the tiny checkpoints exported elsewhere (folder/<name with / as ->), for running the
 # runtime tests (the CUDA ones) on a machine that has a GPU but not the export toolchain.
 PREBUILT = Path(os.environ["EDGELM_PREBUILT_BUNDLES"]) if os.environ.get("EDGELM_PREBUILT_BUNDLES") else None
@@ -92,32 +93,37 @@ def decoder(bundles):
 
 def require_real_models():
     """The real models come from `make models`; a missing one is a set-up error, not a skip."""
-    missing = [p for p in (SMOLLM2_GGUF, MINILM) if not p.exists()]
+    missing = [p for p in (SMOLLM2_GGUF, MINILM, MPNET) if not p.exists()]
     if missing:
         pytest.fail(f"real models missing ({', '.join(map(str, missing))}); run `make models` first", pytrace=False)
 
 
-def _export_with_the_cli(*args) -> None:
-    result = subprocess.run([sys.executable, "-m", "edgelm.cli", "export", *map(str, args)], capture_output=True, text=True)
+def _export_with_the_cli(tmp_path_factory, name: str, *args) -> Path:
+    """`edgelm export ARGS OUT` of a real model into a fresh folder NAME; returns OUT."""
+    require_real_models()
+    out = tmp_path_factory.mktemp("real") / name
+    result = subprocess.run([sys.executable, "-m", "edgelm.cli", "export", *map(str, args), str(out)],
+                            capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
+    return out
 
 
 @pytest.fixture(scope="session")
 def smollm2_bundle(tmp_path_factory):
     """SmolLM2 exported once per session through the CLI (about a minute), shared by every module."""
-    require_real_models()
-    out = tmp_path_factory.mktemp("real") / "smol"
-    _export_with_the_cli(SMOLLM2_GGUF, out)
-    return out
+    return _export_with_the_cli(tmp_path_factory, "smol", SMOLLM2_GGUF)
 
 
 @pytest.fixture(scope="session")
 def minilm_bundle(tmp_path_factory):
     """all-MiniLM-L6-v2 exported once per session through the CLI as a feature-extraction bundle."""
-    require_real_models()
-    out = tmp_path_factory.mktemp("real") / "minilm"
-    _export_with_the_cli(MINILM, out, "--task", "feature-extraction")
-    return out
+    return _export_with_the_cli(tmp_path_factory, "minilm", MINILM, "--task", "feature-extraction")
+
+
+@pytest.fixture(scope="session")
+def mpnet_bundle(tmp_path_factory):
+    """all-mpnet-base-v2 exported once per session through the CLI (its folder's task: feature-extraction)."""
+    return _export_with_the_cli(tmp_path_factory, "mpnet", MPNET)
 
 
 def _quantize_with_the_cli(src: Path, out: Path) -> Path:
@@ -135,6 +141,12 @@ def _quantize_with_the_cli(src: Path, out: Path) -> Path:
 def smollm2_int8_bundle(smollm2_bundle, tmp_path_factory):
     """SmolLM2 quantized once per session by the CLI with its default method (int8 weight-only)."""
     return _quantize_with_the_cli(smollm2_bundle, tmp_path_factory.mktemp("quantized-real") / "smol-int8")
+
+
+@pytest.fixture(scope="session")
+def mpnet_int8_bundle(mpnet_bundle, tmp_path_factory):
+    """all-mpnet-base-v2 quantized once per session by the CLI with its default method (int8-per-token)."""
+    return _quantize_with_the_cli(mpnet_bundle, tmp_path_factory.mktemp("quantized-real") / "mpnet-int8")
 
 
 @pytest.fixture(scope="session")

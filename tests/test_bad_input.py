@@ -67,8 +67,10 @@ def test_missing_weights(broken, tmp_path):
 def test_unsupported_model_type_lists_the_supported_ones(broken, tmp_path):
     config = json.loads((broken / "config.json").read_text())
     (broken / "config.json").write_text(json.dumps({**config, "model_type": "t5"}))
+    from edgelm.export import supported_model_types
+
     assert_one_line_error(run_cli("export", broken, tmp_path / "out"), "'t5' is not supported",
-                          "bert, distilbert, gpt2, llama, mistral, qwen2, roberta")
+                          ", ".join(supported_model_types()))
     assert_nothing_written(tmp_path / "out")
 
 
@@ -150,4 +152,47 @@ def test_a_head_size_the_attention_operator_cannot_take_is_one_clear_line(tmp_pa
     finally:
         del tiny.DECODERS["llama-head8"]
     assert_one_line_error(run_cli("export", folder, tmp_path / "out"), "head size 8 is not a multiple of 16")
+    assert_nothing_written(tmp_path / "out")
+
+
+def copy_of(checkpoints, name: str, tmp_path: Path) -> Path:
+    folder = tmp_path / "ckpt"
+    shutil.copytree(checkpoints(name), folder)
+    return folder
+
+
+def test_a_causal_gemma3_is_refused_naming_the_attention_it_would_need(checkpoints, tmp_path):
+    """gemma3_text exports as an embedding model (bidirectional attention); its causal decoder form is another family."""
+    folder = copy_of(checkpoints, "gemma3_text/feature-extraction", tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "use_bidirectional_attention": False}))
+    assert_one_line_error(run_cli("export", folder, tmp_path / "out"), "'gemma3_text' is supported only",
+                          "use_bidirectional_attention=True")
+    assert_nothing_written(tmp_path / "out")
+
+
+def test_a_config_that_disagrees_with_the_weights_is_one_line(checkpoints, tmp_path):
+    folder = copy_of(checkpoints, "electra/text-classification", tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "embedding_size": 24}))  # the weights hold 16
+    assert_one_line_error(run_cli("export", folder, tmp_path / "out"), "transformers cannot load")
+    assert_nothing_written(tmp_path / "out")
+
+
+def test_a_head_missing_from_the_weights_is_refused_not_exported_at_random(checkpoints, tmp_path):
+    folder = copy_of(checkpoints, "modernbert/feature-extraction", tmp_path)  # the bare encoder's weights
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "architectures": ["ModernBertForMaskedLM"]}))
+    assert_one_line_error(run_cli("export", folder, tmp_path / "out"), "config and weights disagree",
+                          "--task feature-extraction")
+    assert_nothing_written(tmp_path / "out")
+
+
+def test_a_sentence_transformers_module_the_bundle_cannot_carry_is_one_line(checkpoints, tmp_path):
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import LSTM, Pooling, Transformer
+
+    transformer = Transformer(str(checkpoints("bert/feature-extraction")))
+    SentenceTransformer(modules=[transformer, LSTM(32, 16), Pooling(32)], device="cpu").save(str(tmp_path / "st"))
+    assert_one_line_error(run_cli("export", tmp_path / "st", tmp_path / "out"), "module 1 (LSTM) cannot be carried")
     assert_nothing_written(tmp_path / "out")

@@ -1,4 +1,4 @@
-"""Encoder export: BERT, DistilBERT and RoBERTa with every head, verified against transformers."""
+"""Encoder export: every encoder family in the registry with every head it serves, verified against transformers."""
 
 from __future__ import annotations
 
@@ -11,14 +11,17 @@ import torch
 import transformers
 from sentence_transformers import SentenceTransformer
 
-FAMILIES = ["bert", "distilbert", "roberta"]
-TASKS = ["feature-extraction", "text-classification", "token-classification", "fill-mask"]
+from tests import tiny
 
 
-@pytest.mark.parametrize("task", TASKS)
-@pytest.mark.parametrize("family", FAMILIES)
-def test_encoder_export_passes_verification(bundles, family, task):
-    _, manifest = bundles(f"{family}/{task}")
+def test_every_encoder_model_type_has_a_tiny_checkpoint():
+    assert set(tiny.encoder_model_types()) <= set(tiny.ENCODERS)
+
+
+@pytest.mark.parametrize("name", tiny.encoder_cases())
+def test_encoder_export_passes_verification(bundles, name):
+    task = name.split("/")[1]
+    _, manifest = bundles(name)
     v = manifest.verification
     assert manifest.task == task and v["passed"] and v["tokenizer_ids_equal"] and v["weights_stored_once"]
     assert v["max_abs_diff"] <= v["tolerance"]
@@ -28,12 +31,12 @@ def test_encoder_export_passes_verification(bundles, family, task):
         assert v["argmax_agreement"] == 1.0
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_classifier_logits_equal_transformers_and_labels_are_recorded(bundles, checkpoints, family):
-    out, manifest = bundles(f"{family}/text-classification")
+@pytest.mark.parametrize("name", tiny.encoder_cases("text-classification"))
+def test_classifier_logits_equal_transformers_and_labels_are_recorded(bundles, checkpoints, name):
+    out, manifest = bundles(name)
     assert manifest.labels == ("NEGATIVE", "POSITIVE", "NEUTRAL")
-    tokenizer = transformers.AutoTokenizer.from_pretrained(checkpoints(f"{family}/text-classification"))
-    model = transformers.AutoModelForSequenceClassification.from_pretrained(checkpoints(f"{family}/text-classification"))
+    tokenizer = transformers.AutoTokenizer.from_pretrained(checkpoints(name))
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(checkpoints(name))
     batch = tokenizer(["great product", "it broke after one day and support never answered"], padding=True, return_tensors="np")
     feed = {n: batch[n] for n in manifest.input_names()}
     logits = ort.InferenceSession(str(out / "model.onnx")).run(["logits"], feed)[0]

@@ -13,7 +13,7 @@ import pytest
 
 # top-level packages each extra brings (pyproject.toml); blocking one is enough to lose the extra
 EXTRA_PACKAGES = {
-    "export": ["torch", "transformers", "optimum", "onnx", "sentence_transformers", "gguf", "accelerate"],
+    "export": ["torch", "transformers", "onnxscript", "onnx", "sentence_transformers", "gguf", "accelerate"],
     "quantize": ["onnx", "onnx_ir"],
     "serve": ["starlette", "uvicorn", "prometheus_client"],
     "batch": ["pyarrow"],
@@ -48,7 +48,7 @@ def assert_names_the_extra(done: subprocess.CompletedProcess, command: str, extr
                      f"pip install 'edgelm[{extra}]'"], done.stderr
 
 
-@pytest.mark.parametrize("missing", ["torch", "transformers", "optimum", "onnx"])
+@pytest.mark.parametrize("missing", ["torch", "transformers", "onnxscript", "onnx"])
 def test_export_without_the_export_extra(checkpoints, tmp_path, missing):
     done = run_without([missing], "export", checkpoints("gpt2"), tmp_path / "out")
     assert_names_the_extra(done, "export", "export", missing)

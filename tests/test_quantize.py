@@ -26,11 +26,13 @@ from edgelm.quantize.gate import compare_next_tokens
 from edgelm.quantize.texts import SENTENCES
 from edgelm.runtime import load, verify
 from edgelm.runtime.manifest import Manifest, check_files, read_manifest
+from tests import tiny
 from tests.test_bad_input import assert_nothing_written, assert_one_line_error, run_cli
 
 DECODERS = [(name, method) for name in ("gpt2", "llama") for method in (Method.INT8, Method.INT4, Method.INT8_DYNAMIC)]
-ENCODER_FAMILIES = ("bert", "distilbert", "roberta")
-EMBEDDERS = [(f"{family}/feature-extraction", method) for family in ENCODER_FAMILIES
+# The families whose layers project Q, K and V separately (the per-token rewrite's counts below assume it).
+BERT_SHAPED = ("bert", "distilbert", "roberta")
+EMBEDDERS = [(f"{family}/feature-extraction", method) for family in BERT_SHAPED
              for method in (Method.INT8_PER_TOKEN, Method.INT8_DYNAMIC, Method.INT8_STATIC)]
 CLASSIFIERS = [(name, method) for name in ("roberta/text-classification", "distilbert/token-classification", "bert/fill-mask")
                for method in (Method.INT8_PER_TOKEN, Method.INT8_DYNAMIC)]
@@ -308,7 +310,7 @@ def test_per_token_quantizes_each_token_on_its_own_scale(tmp_path):
     assert error["per_token"] < error["per_call"] / 8, error  # measured 1/16
 
 
-@pytest.mark.parametrize("family", ENCODER_FAMILIES)
+@pytest.mark.parametrize("family", BERT_SHAPED)
 def test_per_token_scales_every_activation_read_by_one_matmul_and_q_k_v_share_a_per_call_one(quantized, family):
     name = f"{family}/feature-extraction"
     per_token, per_call = quantized(name, Method.INT8_PER_TOKEN), quantized(name, Method.INT8_DYNAMIC)
@@ -332,11 +334,11 @@ def test_per_token_scales_every_activation_read_by_one_matmul_and_q_k_v_share_a_
             assert consumers[node.output[0]].op_type == "Mul"  # ...and the row scales applied after
 
 
-@pytest.mark.parametrize("family", ENCODER_FAMILIES)
-def test_default_encoder_method_passes_the_gate_close_to_float(bundles, tmp_path, family):
+@pytest.mark.parametrize("name", tiny.encoder_cases("feature-extraction"))
+def test_default_encoder_method_passes_the_gate_close_to_float(bundles, tmp_path, name):
     from edgelm.quantize import default_method
 
-    src, _ = bundles(f"{family}/feature-extraction")
+    src, _ = bundles(name)
     manifest = quantize(src, tmp_path / "out", QuantizeOptions(default_method(False)), progress=False)  # gate enforced
     acc = manifest.accuracy
     assert manifest.precision["method"] == "int8-per-token" and manifest.precision["activations"] == "int8 (dynamic, per token)"

@@ -57,7 +57,7 @@ def test_smollm2_gguf_bundle_describes_the_model(smollm2_bundle):
 def test_smollm2_32_greedy_tokens_equal_transformers_on_a_chat_prompt(smollm2_bundle, hf_smollm2):
     hf_tokenizer, model = hf_smollm2
     messages = [{"role": "user", "content": "Write a short poem about the sea."}]
-    ids = hf_tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+    ids = hf_tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=False)
     ref = hf_greedy(model, ids, 32)
     assert len(ref) == 32 and 2 not in ref  # the answer is longer than 32 tokens: all 32 are compared
     manifest = read_manifest(smollm2_bundle)
@@ -85,6 +85,8 @@ def test_minilm_embeddings_match_sentence_transformers(minilm_bundle):
     assert len({len(e.ids) for e in encodings}) == 1 and len(encodings[0].ids) < 128
     feed = {"input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
             "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64)}
+    feed["token_type_ids"] = np.zeros_like(feed["input_ids"])  # BERT's graph takes them; one sentence: all zeros
+    feed = {name: feed[name] for name in manifest.input_names()}
     ours = ort.InferenceSession(str(minilm_bundle / manifest.graph_file)).run([manifest.pooling.output], feed)[0]
     ref = SentenceTransformer(str(MINILM), device="cpu").encode(sentences)
     cosine = np.sum(ours * ref, axis=1) / (np.linalg.norm(ours, axis=1) * np.linalg.norm(ref, axis=1))
@@ -97,7 +99,7 @@ def test_smollm2_runtime_greedy_64_tokens_equal_transformers_generate(smollm2, h
     prompt = "Write a short story about a robot who learns to paint."
     messages = [{"role": "user", "content": prompt}]
     ids = smollm2.encode(prompt, chat=True)
-    assert ids == hf_tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+    assert ids == hf_tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=False)
     ref = hf_greedy(model, ids, 64)
     assert len(ref) == 64 and 2 not in ref  # the story is longer than 64 tokens: all 64 are compared
     got = smollm2.complete([prompt], chat=True, max_new_tokens=64)[0]
@@ -153,7 +155,7 @@ def test_smollm2_render_chat_and_encode_equal_transformers(smollm2, hf_smollm2):
         assert smollm2.render_chat(conversation) == hf_tokenizer.apply_chat_template(
             conversation, tokenize=False, add_generation_prompt=True)
         assert smollm2.encode(conversation) == hf_tokenizer.apply_chat_template(
-            conversation, tokenize=True, add_generation_prompt=True)
+            conversation, tokenize=True, add_generation_prompt=True, return_dict=False)
 
 
 # -- conformance vectors of the real bundles, against the libraries themselves ---------------------

@@ -13,9 +13,9 @@ from sentence_transformers import SentenceTransformer, models
 from edgelm.errors import GenerationError
 from edgelm.runtime.bundle import open_bundle
 from edgelm.runtime.encoder import Encoder
+from tests import tiny
 from tests.conftest import MINILM
 
-FAMILIES = ["bert", "distilbert", "roberta"]
 TEXTS = [  # deliberately of very different lengths, the longest not first
     "short",
     "The quick brown fox jumps over the lazy dog.",
@@ -47,9 +47,8 @@ def mask_texts(mask: str) -> list[str]:
 
 
 # -- text classification ------------------------------------------------------------------------
-@pytest.mark.parametrize("family", FAMILIES)
-def test_classifier_logits_and_scores_equal_transformers(bundles, checkpoints, family):
-    name = f"{family}/text-classification"
+@pytest.mark.parametrize("name", tiny.encoder_cases("text-classification"))
+def test_classifier_logits_and_scores_equal_transformers(bundles, checkpoints, name):
     encoder = open_encoder(bundles, name)
     _, model, ref = reference(checkpoints, name, "AutoModelForSequenceClassification", TEXTS)
     logits = encoder.logits(TEXTS, batch_size=3)  # two batches, each padded
@@ -91,9 +90,8 @@ def surface(token: str) -> str:
     return token.removeprefix("##").replace("Ġ", " ")
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_token_classifier_logits_and_tokens_equal_transformers(bundles, checkpoints, family):
-    name = f"{family}/token-classification"
+@pytest.mark.parametrize("name", tiny.encoder_cases("token-classification"))
+def test_token_classifier_logits_and_tokens_equal_transformers(bundles, checkpoints, name):
     encoder = open_encoder(bundles, name)
     tokenizer, _, ref = reference(checkpoints, name, "AutoModelForTokenClassification", TEXTS)
     logits = encoder.logits(TEXTS, batch_size=2)
@@ -115,9 +113,8 @@ def test_token_classifier_logits_and_tokens_equal_transformers(bundles, checkpoi
 
 
 # -- fill-mask ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("family", FAMILIES)
-def test_fill_mask_candidates_equal_transformers_top_k(bundles, checkpoints, family):
-    name = f"{family}/fill-mask"
+@pytest.mark.parametrize("name", tiny.encoder_cases("fill-mask"))
+def test_fill_mask_candidates_equal_transformers_top_k(bundles, checkpoints, name):
     encoder = open_encoder(bundles, name)
     tokenizer = transformers.AutoTokenizer.from_pretrained(checkpoints(name))
     texts = mask_texts(tokenizer.mask_token)

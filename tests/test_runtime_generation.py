@@ -602,7 +602,8 @@ def test_render_chat_and_encode_equal_transformers_apply_chat_template(lm_of, hf
     for messages in (CONVERSATION[:3], CONVERSATION):
         assert lm.render_chat(messages) == hf_tokenizer.apply_chat_template(messages, tokenize=False,
                                                                           add_generation_prompt=True)
-        assert lm.encode(messages) == hf_tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
+        assert lm.encode(messages) == hf_tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True,
+                                                                          return_dict=False)
     user = [{"role": "user", "content": "hello"}]
     assert lm.encode("hello", chat=True) == lm.encode(user)
     assert lm.generate("hello", chat=True, max_new_tokens=8) == lm.generate(user, max_new_tokens=8)

@@ -81,6 +81,16 @@ def roberta_tokenizer() -> PreTrainedTokenizerFast:
                                    pad_token="<pad>", mask_token="<mask>", cls_token="<s>", sep_token="</s>")
 
 
+def gemma_tokenizer() -> PreTrainedTokenizerFast:
+    """Gemma's layout: <pad> 0, <eos> 1, <bos> 2; EmbeddingGemma's tokenizer adds <bos> ... <eos>."""
+    tok = bpe_tokenizer(["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"])
+    tok.post_processor = processors.TemplateProcessing(
+        single="<bos> $A <eos>", pair="<bos> $A <eos> $B <eos>",
+        special_tokens=[("<bos>", tok.token_to_id("<bos>")), ("<eos>", tok.token_to_id("<eos>"))])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", unk_token="<unk>",
+                                   pad_token="<pad>", mask_token="<mask>")
+
+
 LABELS = {"id2label": {0: "NEGATIVE", 1: "POSITIVE", 2: "NEUTRAL"}, "label2id": {"NEGATIVE": 0, "POSITIVE": 1, "NEUTRAL": 2}}
 
 # name -> (config class, config kwargs, tokenizer factory)
@@ -97,6 +107,8 @@ DECODERS = {
     "qwen2": ("Qwen2Config", dict(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, hidden_size=64,
                                   intermediate_size=96, max_position_embeddings=128), llama_tokenizer),
 }
+_ENCODER_SIZES = dict(num_hidden_layers=2, num_attention_heads=2, hidden_size=32, intermediate_size=64)
+# One entry per encoder model_type in the family registry (tests/test_registry_coverage.py checks it).
 ENCODERS = {
     "bert": ("BertConfig", dict(num_hidden_layers=2, num_attention_heads=2, hidden_size=32, intermediate_size=64,
                                 max_position_embeddings=64), bert_tokenizer),
@@ -105,6 +117,27 @@ ENCODERS = {
     "roberta": ("RobertaConfig", dict(num_hidden_layers=2, num_attention_heads=2, hidden_size=32, intermediate_size=64,
                                       max_position_embeddings=66, pad_token_id=1, bos_token_id=0, eos_token_id=2),
                 roberta_tokenizer),
+    "xlm-roberta": ("XLMRobertaConfig", dict(**_ENCODER_SIZES, max_position_embeddings=66, pad_token_id=1, bos_token_id=0,
+                                             eos_token_id=2), roberta_tokenizer),
+    "camembert": ("CamembertConfig", dict(**_ENCODER_SIZES, max_position_embeddings=66, pad_token_id=1, bos_token_id=0,
+                                          eos_token_id=2), roberta_tokenizer),
+    "mpnet": ("MPNetConfig", dict(**_ENCODER_SIZES, max_position_embeddings=66, pad_token_id=0), distilbert_tokenizer),
+    "electra": ("ElectraConfig", dict(**_ENCODER_SIZES, embedding_size=16, max_position_embeddings=64), bert_tokenizer),
+    # three layers: global, local (window 8, shorter than the test texts), global
+    "modernbert": ("ModernBertConfig", dict(num_hidden_layers=3, num_attention_heads=2, hidden_size=32, intermediate_size=64,
+                                            max_position_embeddings=64, global_attn_every_n_layers=2, local_attention=8,
+                                            pad_token_id=0, cls_token_id=2, sep_token_id=3, bos_token_id=2,
+                                            eos_token_id=3), distilbert_tokenizer),
+    "deberta-v2": ("DebertaV2Config", dict(**_ENCODER_SIZES, max_position_embeddings=64, relative_attention=True,
+                                           position_buckets=16, pos_att_type=["p2c", "c2p"], position_biased_input=False,
+                                           norm_rel_ebd="layer_norm", share_att_key=True, type_vocab_size=0,
+                                           pad_token_id=0), distilbert_tokenizer),
+    # EmbeddingGemma's shape: bidirectional attention, sliding windows (4, shorter than the texts) and global layers
+    "gemma3_text": ("Gemma3TextConfig", dict(num_hidden_layers=3, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+                                             hidden_size=32, intermediate_size=64, max_position_embeddings=64,
+                                             sliding_window=4, use_bidirectional_attention=True,
+                                             layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+                                             pad_token_id=0, eos_token_id=1, bos_token_id=2), gemma_tokenizer),
 }
 ENCODER_HEADS = {
     "feature-extraction": "AutoModel",
@@ -138,3 +171,32 @@ def _save(model, tokenizer, folder: Path) -> Path:
     model.eval().save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def encoder_model_types() -> list[str]:
+    """Every encoder model_type the family registry declares (each has a tiny checkpoint above)."""
+    from edgelm.export.families import Kind, families_of_kind
+
+    return [mt for family in families_of_kind(Kind.ENCODER) for mt in family.model_types]
+
+
+def encoder_cases(task: str | None = None) -> list[str]:
+    """'model_type/task' for every encoder model_type and every task its family serves (or only TASK)."""
+    from edgelm.export.families import family_for
+
+    cases = []
+    for model_type in encoder_model_types():
+        family = family_for(model_type, ENCODERS[model_type][1])
+        cases += [f"{model_type}/{t}" for t in family.tasks if task in (None, t)]
+    return cases
+
+
+def save_reranker(folder: Path) -> Path:
+    """A cross-encoder as sentence-transformers' CrossEncoder loads one: BERT with a one-label head, its tokenizer
+    limited to the model's positions (real ones declare 512), weights wide enough that scores spread out."""
+    _, kwargs, make_tokenizer = ENCODERS["bert"]
+    tokenizer = make_tokenizer()
+    tokenizer.model_max_length = kwargs["max_position_embeddings"]
+    config = transformers.BertConfig(vocab_size=len(tokenizer), num_labels=1, initializer_range=0.2, **kwargs)
+    torch.manual_seed(0)
+    return _save(transformers.BertForSequenceClassification(config), tokenizer, folder)

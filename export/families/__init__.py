@@ -2,26 +2,41 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from edgelm.errors import ExportError
-from edgelm.export.families import bert, distilbert, gpt2, llama, roberta
+from edgelm.export.families import (bert, deberta_v2, distilbert, electra, gemma3_embedding, gpt2, llama, modernbert,
+                                    mpnet, roberta)
 from edgelm.export.families.base import Family, Kind
 
-FAMILIES: tuple[Family, ...] = tuple(m.FAMILY for m in (gpt2, llama, bert, distilbert, roberta))
-_BY_MODEL_TYPE = {mt: f for f in FAMILIES for mt in f.model_types}
+FAMILIES: tuple[Family, ...] = tuple(
+    m.FAMILY for m in (gpt2, llama, bert, distilbert, roberta, mpnet, electra, modernbert, deberta_v2, gemma3_embedding))
 
 
 def supported_model_types() -> list[str]:
-    return sorted(_BY_MODEL_TYPE)
+    return sorted({mt for f in FAMILIES for mt in f.model_types})
 
 
-def family_for(model_type: str) -> Family:
-    """The family declaring MODEL_TYPE; an unknown one gets the list of supported ones."""
-    try:
-        return _BY_MODEL_TYPE[model_type]
-    except KeyError:
+def families_of_kind(kind: Kind) -> tuple[Family, ...]:
+    return tuple(f for f in FAMILIES if f.kind is kind)
+
+
+def family_for(model_type: str, config: dict[str, Any] | None = None) -> Family:
+    """The family declaring MODEL_TYPE whose requirements CONFIG (config.json's dict) meets.
+
+    An unknown model_type gets the list of supported ones; a known one that no family accepts
+    gets what each family sharing it requires.
+    """
+    candidates = [f for f in FAMILIES if model_type in f.model_types]
+    if not candidates:
         raise ExportError(
             f"model_type {model_type!r} is not supported; supported: {', '.join(supported_model_types())}"
-        ) from None
+        )
+    for family in candidates:
+        if family.accepts(config or {}):
+            return family
+    needs = "; ".join(f"{f.name} needs {', '.join(f'{k}={v!r}' for k, v in f.requires)}" for f in candidates)
+    raise ExportError(f"model_type {model_type!r} is supported only in this form: {needs}")
 
 
-__all__ = ["FAMILIES", "Family", "Kind", "family_for", "supported_model_types"]
+__all__ = ["FAMILIES", "Family", "Kind", "families_of_kind", "family_for", "supported_model_types"]

@@ -60,6 +60,12 @@ class Family:
     reserved_positions: int = 0  # RoBERTa keeps padding_idx + 1 slots out of the table
     pooling: str = "mean"  # sentence pooling when the checkpoint does not say
     decoder: DecoderLayers | None = None  # decoders: how the fused graph is built
+    # (config key, value) pairs this family needs, for a model_type that several families share
+    # (gemma3_text is a decoder, or an encoder when its attention is bidirectional)
+    requires: tuple[tuple[str, Any], ...] = ()
+
+    def accepts(self, config: dict[str, Any]) -> bool:
+        return all(config.get(key) == value for key, value in self.requires)
 
     def hparam(self, config: Any, names: tuple[str, ...], default: Any = None) -> Any:
         """First of NAMES set on CONFIG (llama.cpp's find_hparam)."""

@@ -1,16 +1,6 @@
-"""RoBERTa: BERT whose position table reserves padding_idx + 1 slots (514 -> 512 tokens)."""
+"""RoBERTa and its aliases (XLM-RoBERTa, CamemBERT): BERT whose position table reserves padding_idx + 1
+slots (514 -> 512 tokens), without token types."""
 
-from edgelm.export.families.base import Family, Kind
-from edgelm.export.families.bert import ENCODER_TASKS
+from edgelm.export.families.bert import bert_shaped
 
-FAMILY = Family(
-    name="roberta",
-    kind=Kind.ENCODER,
-    model_types=("roberta",),
-    tasks=ENCODER_TASKS,
-    num_layers=("num_hidden_layers",),
-    num_heads=("num_attention_heads",),
-    hidden_size=("hidden_size",),
-    max_positions=("max_position_embeddings",),
-    reserved_positions=2,
-)
+FAMILY = bert_shaped("roberta", ("roberta", "xlm-roberta", "camembert"), reserved_positions=2)

@@ -11,8 +11,10 @@
  *                        [--temperature T --top-k K --top-p P --seed S] [--stream]
  *       {"text": ..., "ids": [...], "finish": ...}; with --stream the text pieces first, then
  *       the JSON on the last line
- *   edgelm-node embed BUNDLE --texts-json '["a","b"]'
- *       {"vectors": [[...], ...]}
+ *   edgelm-node embed BUNDLE --texts-json '["a","b"]' [--prompt NAME]
+ *       {"vectors": [[...], ...]}; NAME one of the manifest's prompts (left out: its default_prompt)
+ *   edgelm-node rerank BUNDLE --query TEXT --documents-json '["a","b"]' [--top-n N]
+ *       {"results": [{"index": i, "score": s}, ...]}, best first (a one-label text-classification bundle)
  *
  * Generated ids are those edgelm's Python Generator returns (get_new_tokens): an eos id that
  * ended a row is the last one, and finish says "eos". A bundle that cannot be used, or a bad
@@ -24,7 +26,8 @@ import { parseArgs } from 'node:util';
 import { load, verify, BundleError, GenerationError } from '../src/index.js';
 
 const USAGE = 'usage: edgelm-node verify BUNDLE | generate BUNDLE (--ids-json JSON | --prompt TEXT [--chat] [--stream]) '
-  + '[--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S] | embed BUNDLE --texts-json JSON';
+  + '[--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S] | embed BUNDLE --texts-json JSON [--prompt NAME] '
+  + '| rerank BUNDLE --query TEXT --documents-json JSON [--top-n N]';
 
 /** A bad command line: exit 2 like a bad bundle, with the usage line. */
 class UsageError extends Error {}
@@ -40,6 +43,9 @@ const OPTIONS = {
   'top-p': { type: 'string' },
   seed: { type: 'string' },
   'texts-json': { type: 'string' },
+  query: { type: 'string' },
+  'documents-json': { type: 'string' },
+  'top-n': { type: 'string' },
   threads: { type: 'string' },
 };
 
@@ -64,8 +70,19 @@ async function main(argv) {
     const texts = parseJson(values['texts-json'], '--texts-json');
     const model = await load(bundle, options);
     if (typeof model.embed !== 'function') throw new GenerationError(`embed needs a feature-extraction bundle, but ${bundle} is a ${model.task} bundle`);
-    const vectors = await model.embed(texts);
+    const vectors = await model.embed(texts, { prompt: values.prompt });
     print({ vectors: vectors.map((v) => Array.from(v)) });
+    return 0;
+  }
+  if (command === 'rerank') {
+    if (values.query === undefined) throw new UsageError('--query is required');
+    const documents = parseJson(values['documents-json'], '--documents-json');
+    const topN = optionalNumber(values['top-n'], 'top-n', true);
+    const model = await load(bundle, options);
+    if (typeof model.rerank !== 'function') {
+      throw new GenerationError(`rerank needs a text-classification bundle with one label (a cross-encoder), but ${bundle} is a ${model.task} bundle`);
+    }
+    print({ results: await model.rerank(values.query, documents, { topN }) });
     return 0;
   }
   throw new UsageError(`unknown command ${JSON.stringify(command)}`);

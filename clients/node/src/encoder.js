@@ -1,22 +1,29 @@
 /**
- * Encoder bundles (docs/bundle-format.md, "Running an encoder"): sentence embeddings, text and
- * token classification, fill-mask.
+ * Encoder bundles (docs/bundle-format.md, "Running an encoder"): sentence embeddings (with the
+ * bundle's named prompts), text and token classification, fill-mask, reranking.
  *
- * Each text is encoded with special tokens and truncated to max_context (the closing special
- * token kept); texts run in batches, sorted by length, padded on the right with
- * special_tokens.pad; every name in graph.inputs is fed as int64 (input_ids, attention_mask,
- * token_type_ids as zeros). Results come back in the caller's order, unpadded. Pooling and
- * normalisation are inside the graph: embed only reads pooling.output.
+ * Each text (or a reranker's (query, document) pair) is encoded with special tokens and truncated
+ * to max_context (the closing special token kept; a pair longest_first); texts run in batches,
+ * sorted by length, padded on the right with special_tokens.pad; every name in graph.inputs is
+ * fed as int64 (input_ids, attention_mask, token_type_ids as zeros or a pair's type ids,
+ * prompt_length as the prompt's token count, src/prompts.js). Results come back in the caller's
+ * order, unpadded. Pooling and normalisation are inside the graph: embed only reads
+ * pooling.output.
  *
  *   const enc = await load('bundles/minilm');
- *   const vectors = await enc.embed(['a sentence', 'another one']);   // Float32Array per text
+ *   const vectors = await enc.embed(['a sentence', 'another one'], { prompt: 'query' });   // Float32Array per text
+ *   const ranking = await reranker.rerank('a question', ['doc one', 'doc two']);          // [{index, score}], best first
  */
 
 import ort from 'onnxruntime-node';
 
 import { BundleError, GenerationError } from './errors.js';
+import { PROMPT_LENGTH, promptLength, promptText } from './prompts.js';
+import { checkQuery, checkTopN, ranked, rerankerProblem, sigmoid } from './ranking.js';
 
 const LOGITS = 'logits';
+/** Every graph input an encoder bundle may list (docs/bundle-format.md). */
+const INPUTS = ['input_ids', 'attention_mask', 'token_type_ids', PROMPT_LENGTH];
 
 export class Encoder {
   /**
@@ -29,8 +36,7 @@ export class Encoder {
     this.session = bundle.session;
     this.tokenizer = bundle.tokenizer;
     this.inputNames = this.manifest.graph.inputs.map((t) => t.name);
-    const known = ['input_ids', 'attention_mask', 'token_type_ids'];
-    const unknown = this.inputNames.filter((n) => !known.includes(n));
+    const unknown = this.inputNames.filter((n) => !INPUTS.includes(n));
     if (unknown.length) throw new BundleError(`the encoder graph takes ${unknown.join(', ')}, which the bundle format does not describe; re-export the bundle`);
   }
 
@@ -49,12 +55,67 @@ export class Encoder {
 
   /**
    * Sentence vectors (pooling.output), one Float32Array of pooling.dimension per text.
+   *
+   * prompt: a name in the manifest's `prompts` (e.g. 'query'), whose text is put before each
+   * text, as SentenceTransformer.encode(texts, {prompt_name}) does; left out, the bundle's
+   * `default_prompt` is used when it has one. A graph that pools without the prompt's tokens
+   * gets their count as prompt_length (0 with no prompt).
    * @param {string[]} texts
-   * @param {{batchSize?: number}} [options]
+   * @param {{prompt?: string | null, batchSize?: number}} [options]
    */
-  async embed(texts, { batchSize = 32 } = {}) {
+  async embed(texts, { prompt = null, batchSize = 32 } = {}) {
     this.requireTask('embed', ['feature-extraction']);
-    return (await this.output(texts, this.manifest.pooling.output, { batchSize })).map((r) => r.values);
+    checkTexts(texts);
+    const prefix = promptText(this.manifest, prompt);
+    const promptTokens = promptLength(this.tokenizer, this.manifest, prefix);
+    const ids = this.encode(texts.map((t) => prefix + t));
+    return (await this.run(ids, this.manifest.pooling.output, { batchSize, promptTokens })).map((r) => r.values);
+  }
+
+  /**
+   * DOCUMENTS ordered by relevance to QUERY: [{index, score}], best first (ties in the
+   * documents' order), the first topN. score is what sentence-transformers' CrossEncoder.predict
+   * gives for (query, document): the sigmoid of the bundle's one logit.
+   * @param {string} query
+   * @param {string[]} documents
+   * @param {{topN?: number | null, batchSize?: number}} [options]
+   * @returns {Promise<{index: number, score: number}[]>}
+   */
+  async rerank(query, documents, { topN = null, batchSize = 32 } = {}) {
+    this.requireReranker();
+    checkTopN(topN);
+    checkQuery(query);
+    if (typeof documents === 'string') throw new GenerationError('documents must be a list of strings, got one string; pass [document]');
+    checkTexts(documents, 'document');
+    return ranked(await this.scorePairs(documents.map((d) => [query, d]), { batchSize }), topN);
+  }
+
+  /**
+   * Relevance of each [query, document] pair, in (0, 1), in PAIRS' order.
+   * @param {[string, string][]} pairs
+   * @param {{batchSize?: number}} [options]
+   * @returns {Promise<Float64Array>}
+   */
+  async scorePairs(pairs, { batchSize = 32 } = {}) {
+    const encoded = this.encodePairs(pairs);
+    const rows = await this.run(encoded.map((e) => e.ids), LOGITS, { batchSize, typeIds: encoded.map((e) => e.typeIds) });
+    return Float64Array.from(rows, (row) => sigmoid(row.values[0])); // row.values: (1,)
+  }
+
+  /**
+   * Token ids and type ids of each [query, document] pair as the graph gets them: the pair
+   * template's special tokens added, cut to max_context longest_first.
+   * @param {[string, string][]} pairs
+   * @returns {{ids: number[], typeIds: number[]}[]}
+   */
+  encodePairs(pairs) {
+    this.requireReranker();
+    if (!Array.isArray(pairs) || pairs.length === 0 || !pairs.every((p) => Array.isArray(p) && p.length === 2)) {
+      throw new GenerationError('pairs must be a non-empty list of [query, document] pairs of strings');
+    }
+    checkTexts(pairs.map((p) => p[0]), 'query');
+    checkTexts(pairs.map((p) => p[1]), 'document');
+    return pairs.map(([q, d]) => this.tokenizer.encodePair(q, d, { maxLength: this.manifest.max_context }));
   }
 
   /**
@@ -103,6 +164,7 @@ export class Encoder {
 
   /**
    * Graph output NAME per text, unpadded: {ids, values, rows, width} (rows = 1 for pooled outputs).
+   * The texts run as given: no prompt is added (a default one neither) and prompt_length is 0.
    * @param {string[]} texts
    * @param {string} name
    * @param {{batchSize?: number}} [options]
@@ -113,9 +175,10 @@ export class Encoder {
 
   /**
    * Run IDS (one list per text) in length-sorted batches; per text its row of output NAME cut
-   * to its own length: {ids, values (Float32Array), rows, width}.
+   * to its own length: {ids, values (Float32Array), rows, width}. typeIds: per text its
+   * token_type_ids (a pair's), else zeros; promptTokens: the prompt_length fed.
    */
-  async run(ids, name, { batchSize = 32 }) {
+  async run(ids, name, { batchSize = 32, typeIds = null, promptTokens = 0 }) {
     if (!this.manifest.graph.outputs.some((t) => t.name === name)) {
       throw new GenerationError(`the graph has no output ${name}; it has ${this.manifest.graph.outputs.map((t) => t.name).join(', ')}`);
     }
@@ -124,7 +187,8 @@ export class Encoder {
     const results = new Array(ids.length);
     for (let at = 0; at < order.length; at += batchSize) {
       const chunk = order.slice(at, at + batchSize);
-      const out = (await this.session.run(this.feeds(chunk.map((i) => ids[i])), [name]))[name];
+      const feeds = this.feeds(chunk.map((i) => ids[i]), typeIds && chunk.map((i) => typeIds[i]), promptTokens);
+      const out = (await this.session.run(feeds, [name]))[name];
       const data = /** @type {Float32Array} */ (out.data);
       const perRow = data.length / chunk.length;
       chunk.forEach((i, r) => {
@@ -139,25 +203,41 @@ export class Encoder {
     return results;
   }
 
-  /** input_ids right-padded with special_tokens.pad, attention_mask, token_type_ids zeros: (batch, seq) int64. */
-  feeds(rows) {
+  /**
+   * The graph inputs it lists: input_ids right-padded with special_tokens.pad, attention_mask,
+   * token_type_ids (TYPE_ROWS, else zeros; padding 0), all (batch, seq) int64; prompt_length
+   * [PROMPT_TOKENS], (1,) int64.
+   */
+  feeds(rows, typeRows = null, promptTokens = 0) {
     const pad = BigInt(this.manifest.special_tokens?.pad ?? 0);
     const longest = Math.max(...rows.map((r) => r.length));
     const inputIds = new BigInt64Array(rows.length * longest).fill(pad);
     const attentionMask = new BigInt64Array(rows.length * longest);
+    const tokenTypeIds = new BigInt64Array(rows.length * longest);
     rows.forEach((r, b) => r.forEach((id, j) => {
       inputIds[b * longest + j] = BigInt(id);
       attentionMask[b * longest + j] = 1n;
+      if (typeRows) tokenTypeIds[b * longest + j] = BigInt(typeRows[b][j]);
     }));
     const dims = [rows.length, longest];
-    const arrays = { input_ids: inputIds, attention_mask: attentionMask, token_type_ids: new BigInt64Array(rows.length * longest) };
-    return Object.fromEntries(this.inputNames.map((n) => [n, new ort.Tensor('int64', arrays[n], dims)]));
+    const tensors = {
+      input_ids: new ort.Tensor('int64', inputIds, dims),
+      attention_mask: new ort.Tensor('int64', attentionMask, dims),
+      token_type_ids: new ort.Tensor('int64', tokenTypeIds, dims),
+      [PROMPT_LENGTH]: new ort.Tensor('int64', BigInt64Array.of(BigInt(promptTokens)), [1]),
+    };
+    return Object.fromEntries(this.inputNames.map((n) => [n, tensors[n]]));
   }
 
   /** Class name I (of COUNT): labels[i], or transformers' LABEL_i when the bundle has none. */
   label(i, count) {
     const labels = this.manifest.labels;
     return labels && labels.length === count ? labels[i] : `LABEL_${i}`;
+  }
+
+  requireReranker() {
+    const problem = rerankerProblem(this.manifest, this.folder);
+    if (problem) throw new GenerationError(problem);
   }
 
   requireTask(call, tasks) {
@@ -167,12 +247,13 @@ export class Encoder {
   }
 }
 
-/** A non-empty array of non-blank, well-formed strings, or a GenerationError. */
-function checkTexts(texts) {
-  if (!Array.isArray(texts) || texts.length === 0) throw new GenerationError('texts must be a non-empty list of strings');
+/** A non-empty array of non-blank, well-formed strings, or a GenerationError. NOUN names the items. */
+function checkTexts(texts, noun = 'text') {
+  const plural = noun.endsWith('y') ? `${noun.slice(0, -1)}ies` : `${noun}s`;
+  if (!Array.isArray(texts) || texts.length === 0) throw new GenerationError(`${plural} must be a non-empty list of strings`);
   texts.forEach((t, i) => {
-    if (typeof t !== 'string' || !t.trim()) throw new GenerationError(`text ${i} must be a non-empty string`);
-    if (!t.isWellFormed()) throw new GenerationError(`text ${i} holds an unpaired surrogate (not valid Unicode)`);
+    if (typeof t !== 'string' || !t.trim()) throw new GenerationError(`${noun} ${i} must be a non-empty string`);
+    if (!t.isWellFormed()) throw new GenerationError(`${noun} ${i} holds an unpaired surrogate (not valid Unicode)`);
   });
   return texts;
 }

@@ -83,6 +83,8 @@ const FIELDS = {
   'pooling.output': [true, isText, 'a graph output name'],
   'pooling.dimension': [false, isPositive, 'a whole number >= 1'],
   'pooling.normalize': [false, (x) => typeof x === 'boolean', 'true or false'],
+  prompts: [false, orNull((x) => isObject(x) && Object.values(x).every(isText)), 'an object of strings'],
+  default_prompt: [false, orNull(isText), 'a prompt name or null'],
   conformance: [false, orNull(isText), 'a file name or null'],
   files: [true, (x) => isObject(x) && Object.values(x).every(isFileEntry), 'an object of {sha256 (64 lowercase hex digits), bytes}'],
 };
@@ -235,6 +237,10 @@ export function readManifest(folder) {
   }
   if (DECODER_TASKS.includes(data.task) && !isObject(data.kv_cache)) problems.push(`field kv_cache is missing for task ${data.task}`);
   if (data.task === 'feature-extraction' && !isObject(data.pooling)) problems.push('field pooling is missing for task feature-extraction');
+  const prompts = isObject(data.prompts) ? data.prompts : {};
+  if (isText(data.default_prompt) && !Object.hasOwn(prompts, data.default_prompt)) {
+    problems.push(`field default_prompt ${JSON.stringify(data.default_prompt)} is not one of its prompts (${Object.keys(prompts).join(', ') || 'none'})`);
+  }
   if (problems.length) throw new BundleError(`${manifestPath} is malformed: ${problems.join('; ')}; re-export the bundle`);
   const unsafe = nameProblems(folder, data);
   if (unsafe.length) throw new BundleError(`${manifestPath} is unsafe to open: ${unsafe.join('; ')}; re-export the bundle`);

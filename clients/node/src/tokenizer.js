@@ -11,7 +11,8 @@
  * own `cleanup` flag says so, as in Rust).
  *
  * Encoders truncate to max_context the way Rust's truncation does: the text's own tokens are
- * cut, the special tokens the post-processor adds ([CLS] ... [SEP]) are kept.
+ * cut, the special tokens the post-processor adds ([CLS] ... [SEP]) are kept; a text pair (a
+ * reranker's query and document) is cut longest_first and gets the pair template's type ids.
  *
  * One repair: the library's built-in ByteLevel and BertPreTokenizer patterns use JavaScript's
  * `\s`, which counts U+FEFF as whitespace and not U+0085, while Rust (Oniguruma's `\s`,
@@ -115,6 +116,54 @@ export class BundleTokenizer {
   }
 
   /**
+   * Token ids and type ids of a text pair (a reranker's query and document), as Rust's
+   * `tokenizers` encodes one: each text without special tokens, cut to fit MAX_LENGTH with the
+   * pair's special tokens by its `longest_first` rule, then put through the post-processor's
+   * pair template ([CLS] A [SEP] B [SEP], type ids 0 for A's part and 1 for B's where the
+   * template says so).
+   * @param {string} first
+   * @param {string} second
+   * @param {{maxLength?: number | null}} [options]
+   * @returns {{ids: number[], typeIds: number[]}}
+   */
+  encodePair(first, second, { maxLength = null } = {}) {
+    const [a, b] = [first, second].map((text) => this.encode(text, { addSpecialTokens: false }));
+    if (maxLength === null) return this.pairTemplate(a, b);
+    const added = this.pairTemplate([], []).ids.length;
+    if (added >= maxLength) throw new GenerationError(`cannot truncate a pair to ${maxLength} tokens: the tokenizer adds ${added} special tokens itself`);
+    const [n1, n2] = longestFirst(a.length, b.length, maxLength - added);
+    return this.pairTemplate(a.slice(0, n1), b.slice(0, n2));
+  }
+
+  /**
+   * The post-processor's pair template around the ids A and B. The library's post-processors
+   * only concatenate the two sequences with their special tokens (given as token strings), so
+   * they are handed the ids themselves and only the special tokens are looked up.
+   */
+  pairTemplate(a, b) {
+    const post = this.inner.post_processor;
+    const out = post ? post.post_process(a, b, true) : { tokens: a, tokens_pair: b };
+    // a post-processor that leaves the pair apart (ByteLevel alone) merges as Rust's default does: B has type 1
+    const tokens = out.tokens_pair ? [...out.tokens, ...out.tokens_pair] : out.tokens;
+    const typeIds = leavesTypesZero(post) ? tokens.map(() => 0)
+      : out.token_type_ids ?? [...out.tokens.map(() => 0), ...(out.tokens_pair ?? []).map(() => 1)];
+    const ids = tokens.map((t) => (typeof t === 'number' ? t : this.tokenId(t)));
+    return { ids, typeIds };
+  }
+
+  /** Id of a token string: the added token's, the vocabulary's, else unk (as the library's encode maps tokens). */
+  tokenId(token) {
+    const id = this.inner.token_to_id(token) ?? this.inner.model.unk_token_id;
+    if (id === undefined || id === null) throw new GenerationError(`the tokenizer's pair template names ${token}, which it has no id for`);
+    return id;
+  }
+
+  /** Ids of the added tokens tokenizer.json marks special. @returns {number[]} */
+  specialIds() {
+    return [...this.inner.get_added_tokens_decoder().values()].filter((t) => t.special).map((t) => t.id);
+  }
+
+  /**
    * Text of IDS.
    * @param {number[]} ids
    * @param {{skipSpecialTokens?: boolean}} [options]
@@ -145,6 +194,29 @@ function useUnicodeWhitespace(preTokenizer) {
   if (preTokenizer instanceof BertPreTokenizer) {
     preTokenizer.pre_tokenize_text = (text) => text.match(preTokenizer.pattern) || [];
   }
+}
+
+/**
+ * Tokens kept of a pair of N1 and N2 tokens within BUDGET (the limit less the pair's special
+ * tokens), by Rust tokenizers' longest_first rule (utils/truncation.rs): when only the longer one
+ * must be cut it is cut to what the shorter leaves; when both must be, each gets half (the
+ * longer one the odd token).
+ * @returns {[number, number]}
+ */
+export function longestFirst(n1, n2, budget) {
+  if (n1 + n2 <= budget) return [n1, n2];
+  const [short, long] = n1 <= n2 ? [n1, n2] : [n2, n1];
+  let [keepShort, keepLong] = [short, short > budget ? short : Math.max(short, budget - short)];
+  if (keepShort + keepLong > budget) [keepShort, keepLong] = [Math.floor(budget / 2), Math.floor(budget / 2) + (budget % 2)];
+  return n1 <= n2 ? [keepShort, keepLong] : [keepLong, keepShort];
+}
+
+/**
+ * Whether POST (or a post-processor in its Sequence) is RobertaProcessing, which in Rust gives
+ * every token of a pair type 0 (RoBERTa has no token types); the library gives the second text 1.
+ */
+function leavesTypesZero(post) {
+  return Boolean(post) && (post.config?.type === 'RobertaProcessing' || (post.processors ?? []).some(leavesTypesZero));
 }
 
 /** Index where NEEDLE occurs inside HAY (as a contiguous run), or -1; an empty needle sits after the prefix. */

@@ -1,5 +1,6 @@
 /**
- * bin/edgelm-node.js, the interface edgelm's Python test suite calls.
+ * bin/edgelm-node.js, the interface edgelm's Python test suite calls: verify, generate, embed
+ * (with --prompt), rerank, and one error line with exit 2 for what cannot be done.
  */
 
 import assert from 'node:assert/strict';
@@ -9,7 +10,9 @@ import test from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 
-import { bundlesOrFail, folderBytes, isDecoder, manifestOf } from '../testkit/bundles.js';
+import { load } from '../src/index.js';
+import { labelCount } from '../src/ranking.js';
+import { bundlesOrFail, folderBytes, isDecoder, manifestOf, tolerancesOf } from '../testkit/bundles.js';
 
 const BIN = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'bin', 'edgelm-node.js');
 
@@ -77,5 +80,49 @@ if (embedders.length) {
     const { vectors } = JSON.parse(stdout);
     assert.equal(vectors.length, 2);
     assert.ok(vectors[0].length > 0 && vectors[0].every(Number.isFinite));
+  });
+}
+
+const withPrompts = embedders.filter((b) => Object.keys(manifestOf(b).prompts ?? {}).length);
+if (withPrompts.length) {
+  test('embed --prompt NAME embeds with that prompt; an unknown name exits 2 naming the prompts', async () => {
+    const folder = smallest(withPrompts);
+    const names = Object.keys(manifestOf(folder).prompts);
+    const texts = ['a sentence', 'another one'];
+    const { code, stdout } = await run('embed', folder, '--texts-json', JSON.stringify(texts), '--prompt', names.at(-1));
+    assert.equal(code, 0);
+    const enc = await load(folder);
+    const want = await enc.embed(texts, { prompt: names.at(-1) });
+    const off = Math.max(...JSON.parse(stdout).vectors.flatMap((v, i) => v.map((x, j) => Math.abs(x - want[i][j]))));
+    assert.ok(off <= tolerancesOf(folder).value_abs, `the CLI's vectors are the API's (off by ${off})`);
+    const bad = await run('embed', folder, '--texts-json', JSON.stringify(texts), '--prompt', 'no-such-prompt');
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /^error: prompt 'no-such-prompt' is not one of this bundle's prompts; use one of [^\n]+\n$/);
+    names.forEach((n) => assert.ok(bad.stderr.includes(`'${n}'`), n));
+  });
+}
+
+const rerankers = encoders.filter((b) => manifestOf(b).task === 'text-classification' && labelCount(manifestOf(b)) === 1);
+if (rerankers.length) {
+  test('rerank prints {results: [{index, score}]} best first, the API\'s ranking', async () => {
+    const folder = smallest(rerankers);
+    const documents = ['Paris is the capital of France.', 'The quick brown fox.', 'France', 'Rain falls softly on the roof.'];
+    const { code, stdout } = await run('rerank', folder, '--query', 'What is the capital of France?', '--documents-json', JSON.stringify(documents), '--top-n', '3');
+    assert.equal(code, 0);
+    const { results } = JSON.parse(stdout);
+    const want = await (await load(folder)).rerank('What is the capital of France?', documents, { topN: 3 });
+    assert.deepEqual(results.map((r) => r.index), want.map((r) => r.index));
+    results.forEach((r, i) => assert.ok(Math.abs(r.score - want[i].score) <= tolerancesOf(folder).logit_abs / 4));
+  });
+}
+
+if (bundles.length) {
+  test('rerank on a bundle that is not a cross-encoder exits 2 with one line saying what it is', async () => {
+    const others = bundles.filter((b) => !rerankers.includes(b));
+    if (!others.length) return;
+    const { code, stdout, stderr } = await run('rerank', smallest(others), '--query', 'q', '--documents-json', '["a"]');
+    assert.equal(code, 2);
+    assert.equal(stdout, '');
+    assert.match(stderr, /^error: rerank needs a (text-classification bundle with one label|cross-encoder)[^\n]*\n$/);
   });
 }

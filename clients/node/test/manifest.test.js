@@ -125,6 +125,15 @@ if (bundles.length) {
     refused(() => readManifest(copy), /field graph\.inputs is missing; field max_context must be a whole number >= 1/);
   });
 
+  test('a default_prompt that is not one of the prompts, or prompts that are not strings, are refused', () => {
+    const missing = copyOf(smallest(bundles), 'default-prompt');
+    editAndReseal(missing, (d) => { d.prompts = { query: 'query: ' }; d.default_prompt = 'title'; });
+    refused(() => readManifest(missing), /field default_prompt "title" is not one of its prompts \(query\)/);
+    const wrong = copyOf(smallest(bundles), 'prompt-type');
+    editAndReseal(wrong, (d) => { d.prompts = { query: 3 }; });
+    refused(() => readManifest(wrong), /field prompts must be an object of strings/);
+  });
+
   test('a folder that is not a bundle says what to do', () => {
     refused(() => readManifest(path.join(scratch, 'absent')), /does not exist; pass the folder that `edgelm export` wrote/);
     refused(() => readManifest(scratch), /has no manifest\.json; it is not an edgelm bundle/);
