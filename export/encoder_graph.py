@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from edgelm.errors import ExportError
+from edgelm.export.loading import hf_model_of
 from edgelm.export.sentence_modules import PROMPT_LENGTH, exclude_prompt, split_pipeline
 
 # Opset 23 has ONNX's own Attention and Gelu, which torch.onnx writes for transformers' SDPA attention in one node
@@ -94,16 +95,11 @@ def _example(names: list[str], model: Any) -> tuple[Any, ...]:
     """A right-padded batch of two rows of different lengths (token ids 1.., not special)."""
     width = max(_EXAMPLE_LENGTHS)
     mask = torch.tensor([[1] * n + [0] * (width - n) for n in _EXAMPLE_LENGTHS], dtype=torch.int64)
-    vocab = int(getattr(_config_of(model), "vocab_size", 100))
+    vocab = int(getattr(hf_model_of(model).config, "vocab_size", 100))
     ids = (torch.arange(width, dtype=torch.int64)[None].repeat(len(_EXAMPLE_LENGTHS), 1) % (vocab - 1)) + 1
     example = {"input_ids": ids * mask, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids),
                "prompt_length": torch.tensor([2], dtype=torch.int64)}
     return tuple(example[n] for n in names)
-
-
-def _config_of(model: Any) -> Any:
-    inner = model[0].auto_model if hasattr(model, "_first_module") else model
-    return inner.config
 
 
 def _optimize(program: Any) -> None:

@@ -17,6 +17,7 @@ GenerationError.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import cached_property
 
 import numpy as np
 from tokenizers import Encoding, Tokenizer
@@ -45,7 +46,6 @@ class Encoder(FrontEnd):
         self.bundle = bundle
         self._tokenizer = _truncating_copy(bundle.tokenizer, bundle.manifest.max_context)
         self._counter: Tokenizer | None = None  # an uncut copy, made on first count_tokens
-        self._specials: set[int] | None = None  # special token ids, found on first fill_mask
 
     # -- public calls ----------------------------------------------------------------------
     def embed(self, texts: Texts, prompt: str | None = None, batch_size: int = 32) -> np.ndarray:
@@ -58,7 +58,7 @@ class Encoder(FrontEnd):
         self.bundle.require_task("embed", ("feature-extraction",))
         items, single = _as_list(texts)
         prefix = prompt_text(self.manifest, prompt)
-        skip = prompt_length(self._tokenizer, self.manifest, prefix)  # pooled graphs that leave the prompt out skip these
+        skip = prompt_length(self._tokenizer, self._special_ids, prefix)  # pooled graphs that leave the prompt out skip these
         _, rows = self._forward([prefix + t for t in items], self.manifest.pooling.output, batch_size, prompt_tokens=skip)
         vectors = np.stack(rows)  # (n, dim)
         return vectors[0] if single else vectors
@@ -277,16 +277,16 @@ class Encoder(FrontEnd):
             results.append([self._candidate(ids, keep, pos, int(c), float(probs[c])) for c in best])
         return results
 
+    @cached_property
     def _special_ids(self) -> set[int]:
-        if self._specials is None:
-            self._specials = special_ids(self._tokenizer, self.manifest)
-        return self._specials
+        """The tokenizer's special ids (prompt lengths, fill-mask candidates), found once."""
+        return special_ids(self._tokenizer, self.manifest)
 
     def _candidate(self, ids: np.ndarray, keep: list[int], pos: int, token_id: int, score: float) -> dict:
         filled = ids.copy()
         filled[pos] = token_id
         token = self._tokenizer.decode([token_id]).strip() or self._tokenizer.id_to_token(token_id)
-        if token_id in self._special_ids():  # a special candidate ([SEP]) is left out, as transformers' pipeline does
+        if token_id in self._special_ids:  # a special candidate ([SEP]) is left out, as transformers' pipeline does
             keep = [t for t in keep if t != pos]
         sequence = self._tokenizer.decode(filled[keep].tolist(), skip_special_tokens=False)
         return {"token_id": token_id, "token": token, "score": score, "sequence": sequence}

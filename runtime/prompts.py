@@ -36,14 +36,14 @@ def prompt_text(manifest: Manifest, name: str | None) -> str:
     return manifest.prompts[name]
 
 
-def prompt_length(tokenizer: Tokenizer, manifest: Manifest, text: str) -> int:
+def prompt_length(tokenizer: Tokenizer, specials: set[int], text: str) -> int:
     """Leading tokens of every row that TEXT (a prompt) makes, as sentence-transformers counts them
     (Transformer._get_prompt_length): the prompt encoded alone with special tokens, less one when
-    its last token is special (the closing [SEP] or </s> that is not there once a text follows)."""
+    its last token is one of SPECIALS (the closing [SEP] or </s> that is not there once a text follows)."""
     if not text:
         return 0
     ids = tokenizer.encode(text, add_special_tokens=True).ids
-    return len(ids) - 1 if ids and ids[-1] in special_ids(tokenizer, manifest) else len(ids)
+    return len(ids) - 1 if ids and ids[-1] in specials else len(ids)
 
 
 def special_ids(tokenizer: Tokenizer, manifest: Manifest) -> set[int]:

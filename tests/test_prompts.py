@@ -17,7 +17,7 @@ from edgelm.errors import BundleError, GenerationError
 from edgelm.export import export
 from edgelm.runtime import load, verify
 from edgelm.runtime.manifest import Manifest, read_manifest
-from edgelm.runtime.prompts import prompt_length
+from edgelm.runtime.prompts import prompt_length, special_ids
 from tests.test_runtime_cli import assert_one_error_line, json_lines, run_cli
 from tests.test_serve import Server
 
@@ -114,7 +114,7 @@ def test_a_graph_that_leaves_the_prompt_out_pools_only_the_text(models):
 def test_prompt_length_is_counted_as_sentence_transformers_counts_it(models, prompt):
     folder, st = models["pooled"]
     encoder = load(folder, provider="cpu")
-    assert prompt_length(encoder.bundle.tokenizer, encoder.manifest, prompt) == st[0]._get_prompt_length(prompt)
+    assert prompt_length(encoder.bundle.tokenizer, special_ids(encoder.bundle.tokenizer, encoder.manifest), prompt) == st[0]._get_prompt_length(prompt)
 
 
 def test_an_unknown_prompt_name_lists_the_known_ones(models, bundles):
