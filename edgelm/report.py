@@ -95,6 +95,9 @@ def print_inspection(bundle: Path, fast: bool = False, as_json: bool = False, pr
             f"{kv.dtype}, axes ({', '.join(kv.axes)}), names {kv.past_key} -> {kv.present_key}, "
             f"{kv.cache} ({kv.attention})"
         )
+        if kv.model_head_size:
+            console.print(f"  attention   {kv.attention} on heads padded with zeros from the model's {kv.model_head_size} "
+                          f"to {kv.head_size} dimensions (exact; the operator needs a multiple of 16)")
     console.print(_io_table(manifest))
     if manifest.verification:
         console.print(f"  verification: {verification_line(manifest.verification)}")

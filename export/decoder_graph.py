@@ -1,15 +1,15 @@
-"""Build a decoder's fused ONNX graph from its torch weights and its family declaration.
+"""Build a decoder's fused ONNX graph from its torch weights and its family's wiring.
 
-Why written here rather than exported: optimum's export traces transformers' unfused attention
+Why written here rather than exported: optimum's export traced transformers' unfused attention
 (about 95 small nodes per layer, past and new keys concatenated every step, the full attention
-matrix at prefill); onnxscript's and onnxruntime.transformers' fusion passes find no
-GroupQueryAttention in that graph, and onnxruntime-genai's builder (the reference for what the
-graph should contain) needs transformers 5 and is one 5,500-line class. So the graph is written
-from the weights with onnx.helper, one small builder per layer kind (decoder_layers.py):
+matrix at prefill), where no fusion pass finds GroupQueryAttention; onnxruntime-genai's builder
+(the reference for what the graph should contain) is one 5,500-line class of per-model flags. So
+the graph is written from the weights with onnx.helper: this file declares the inputs, outputs and
+what every layer shares, and the family's functions (export/decoder_blocks.py) wire the layers:
 
-    input_ids ─> Gather(embedding) [+ Gather(position table)] ─> h
-    per layer:  norm(h) ─> attention (GroupQueryAttention, cache in place) ─> skip-norm ─> MLP ─> (next skip-norm)
-    final skip-norm ─> Slice(last logits_to_keep) ─> MatMul(LM head) ─> logits
+    input_ids ─> embed(model) ─> h
+    per layer:   h = block(layer, h)        (norms, GroupQueryAttention with the cache in place, MLP)
+    logits(model, h) ─> Slice(last logits_to_keep) ─> LM head ─> logits
 
 Names and dims come from edgelm.runtime.kv_layout, the one naming function.
 """
@@ -21,64 +21,56 @@ from typing import Any
 import numpy as np
 import onnx
 
-from edgelm.errors import ExportError
-from edgelm.export.decoder_layers import attention, check_activation, lm_head, mlp, norm
+from edgelm.export import decoder_blocks
+from edgelm.export.decoder_layers import check_activation
 from edgelm.export.decoder_weights import DecoderWeights
 from edgelm.export.families import Family
+from edgelm.export.graph import ROTARY_TABLES
 from edgelm.export.graph_builder import GraphBuilder
-from edgelm.runtime.kv_layout import (BATCH, CAPACITY, INPUT_IDS, KEPT, LOGITS, LOGITS_TO_KEEP, POSITION_IDS, SEQUENCE,
+from edgelm.export.head_layout import HeadLayout
+from edgelm.export.rotary import RotaryTables, rotary_tables
+from edgelm.runtime.kv_layout import (BATCH, CAPACITY, INPUT_IDS, KEPT, LOGITS, LOGITS_TO_KEEP, SEQUENCE,
                                       SEQUENCE_LENGTHS, KVLayout)
 
 DEFAULT_OPSET = 21
 
 
-def build_decoder_graph(model: Any, family: Family, config: Any, opset: int | None = None) -> onnx.ModelProto:
-    """The fused graph of MODEL (a transformers causal LM of FAMILY) with the cache contract of kv_layout."""
+def build_decoder_graph(model: Any, family: Family, config: Any,
+                        opset: int | None = None) -> tuple[onnx.ModelProto, KVLayout]:
+    """The fused graph of MODEL (a transformers causal LM of FAMILY) and the KV layout it reads and writes."""
     spec = family.decoder
     weights = DecoderWeights(model, spec)
-    layout = family.kv_layout(config)
-    if layout.head_size % 16:
-        raise ExportError(f"head size {layout.head_size} is not a multiple of 16, which onnxruntime's "
-                          "GroupQueryAttention needs; this checkpoint cannot use the fused decoder graph")
-    heads = family.hparam(config, family.num_heads)
-    epsilon = float(family.hparam(config, spec.norm_epsilon))
+    model_layout = family.kv_layout(config)
     activation = str(family.hparam(config, spec.activation))
     check_activation(activation)
-    window = _sliding_window(family, config)
+    rotary = rotary_tables(model, spec.rotary, config, int(family.hparam(config, family.max_positions))) if spec.rotary else None
+    heads = HeadLayout(model_layout.head_size, rotary.dims if rotary else 0)
+    layout = KVLayout(model_layout.num_layers, model_layout.num_kv_heads, heads.padded,
+                      model_head_size=model_layout.head_size if heads.is_padded else None,
+                      rope_switch=rotary.switch if rotary else None)
     g = GraphBuilder()
 
     ids = g.input(INPUT_IDS, np.int64, [BATCH, SEQUENCE])
-    positions = g.input(POSITION_IDS, np.int64, [BATCH, SEQUENCE]) if spec.positions == "learned" else None
     lengths = g.input(SEQUENCE_LENGTHS, np.int32, [BATCH])
     keep = g.input(LOGITS_TO_KEEP, np.int64, [1])
-    table = weights.array("embed")  # (V, H)
-    head = None if weights.lm_head_is_embedding() else weights.linear("lm_head")  # ((H, V), bias) when untied
-    g.output(LOGITS, np.float32, [BATCH, KEPT, table.shape[0] if head is None else head[0].shape[1]])
+    vocab = weights.array("embed").shape[0] if weights.lm_head_is_embedding() else weights.array("lm_head").shape[0]
+    g.output(LOGITS, np.float32, [BATCH, KEPT, vocab])
     cache = _cache_io(g, layout)
     seqlens_k = g.op("Sub", "/lengths/Sub", [lengths, g.const("/lengths/one", np.array(1, np.int32))])  # (B,) total - 1
     total = g.op("ReduceMax", "/lengths/ReduceMax", [lengths], keepdims=0)  # () longest row
-    rotary = _rotary(g, weights, family, config, layout) if spec.positions == "rotary" else None
+    hparams = {"heads": family.hparam(config, family.num_heads), "kv_heads": layout.num_kv_heads,
+               "epsilon": float(family.hparam(config, spec.norm_epsilon)), "activation": activation}
+    shared = {"input_ids": ids, "keep": keep, "lengths": (seqlens_k, total), "cache": cache}
+    tables = _rotary_inputs(g, rotary, heads, total, ids) if rotary else None
+    built = decoder_blocks.Model(g, weights, spec, config, hparams, heads, tables, shared)
 
-    embedding = g.const("model.embed_tokens.weight", table)
-    h = g.op("Gather", "/model/embed_tokens/Gather", [embedding, ids])  # (B, S, H)
-    skip = None
-    if positions is not None:  # learned positions are added by the first skip-norm
-        skip = g.op("Gather", "/model/embed_positions/Gather", [g.const("model.embed_positions.weight", weights.array("positions")), positions])
-    bias = None
+    h = (spec.embed or decoder_blocks.token_embedding)(built)
+    block = spec.block or decoder_blocks.pre_norm_block
     for i in range(layout.num_layers):
-        name = f"/model/layers.{i}"
-        normed, h = norm(g, f"{name}/attn_norm", spec.norm, epsilon, *weights.norm("attn_norm", i), h, skip, bias)
-        qkv = weights.linear("qkv", layer=i) if weights.has("qkv") else weights.linear("q", "k", "v", layer=i)
-        skip, bias = attention(g, f"{name}/attn", normed, qkv, weights.linear("o", layer=i), cache[i], (seqlens_k, total),
-                               rotary, heads, layout.num_kv_heads, window)
-        normed, h = norm(g, f"{name}/mlp_norm", spec.norm, epsilon, *weights.norm("mlp_norm", i), h, skip, bias)
-        up = weights.linear("gate", "up", layer=i) if spec.mlp == "gated" else weights.linear("up", layer=i)
-        skip, bias = mlp(g, f"{name}/mlp", normed, spec.mlp, activation, up, weights.linear("down", layer=i))
-    normed, _ = norm(g, "/model/final_norm", spec.norm, epsilon, *weights.norm("final_norm"), h, skip, bias)
-
-    logits = lm_head(g, normed, keep, head[0] if head else None, head[1] if head else None, embedding)
+        h = block(built.layer(i), h)
+    logits = (spec.logits or decoder_blocks.final_logits)(built, h)
     g.op("Identity", "/logits/Identity", [logits], [LOGITS])
-    return g.model("edgelm-decoder", opset or DEFAULT_OPSET)
+    return g.model("edgelm-decoder", opset or DEFAULT_OPSET), layout
 
 
 def _cache_io(g: GraphBuilder, layout: KVLayout) -> list[tuple[str, str, str, str]]:
@@ -94,21 +86,36 @@ def _cache_io(g: GraphBuilder, layout: KVLayout) -> list[tuple[str, str, str, st
     return per_layer
 
 
-def _rotary(g: GraphBuilder, weights: DecoderWeights, family: Family, config: Any, layout: KVLayout) -> tuple[str, str]:
-    """cos/sin tables (max_positions, head / 2) as initializers, read by every attention node."""
-    rope = getattr(config, "rope_scaling", None) or {}
-    if rope.get("rope_type", rope.get("type")) in ("dynamic", "longrope"):
-        raise ExportError(f"rope scaling {rope.get('rope_type', rope.get('type'))!r} changes with the sequence length; "
-                          "the fused graph supports static rotary tables only")
-    cos, sin = weights.rotary_tables(int(family.hparam(config, family.max_positions)), layout.head_size)
-    return g.const("rotary.cos", cos), g.const("rotary.sin", sin)
+def _rotary_inputs(g: GraphBuilder, rotary: RotaryTables, heads: HeadLayout, total: str,
+                   ids: str) -> dict[str | None, tuple[str, str]]:
+    """Per layer type, the cos/sin (rows, rotary / 2) every attention node of that type reads.
+
+    Static tables are initializers; LongRoPE's two tables are sliced per call (export/rotary.py says why).
+    """
+    inputs = {}
+    for layer_type, (cos, sin) in rotary.tables.items():
+        suffix = f"{layer_type}." if layer_type else ""
+        names = [g.const(f"{ROTARY_TABLES}{suffix}{kind}", heads.table(table, fill))
+                 for kind, table, fill in (("cos", cos, 1.0), ("sin", sin, 0.0))]
+        if rotary.switch is not None:
+            names = _switched(g, f"/rotary/{suffix.rstrip('.')}", names, rotary.switch, total, ids, cos.shape[0] // 2)
+        inputs[layer_type] = tuple(names)
+    return inputs
 
 
-def _sliding_window(family: Family, config: Any) -> int | None:
-    """The attention window (tokens attended, self included) when the checkpoint uses one."""
-    if getattr(config, "use_sliding_window", True) is False:
-        return None
-    window = next((getattr(config, k) for k in family.decoder.sliding_window if getattr(config, k, None)), None)
-    # GroupQueryAttention's local_window_size is transformers' sliding_window (measured on a Mistral with a
-    # window of 5: logits equal to 1e-5 at window 5, off by 6 or more at 4 and 6)
-    return int(window) if window else None
+def _switched(g: GraphBuilder, name: str, tables: list[str], switch: int, total: str, ids: str, rows: int) -> list[str]:
+    """Rows [start, start + total) of each LongRoPE table: start = P (the all-long half) for a call of several
+    tokens past the switch, else 0 (each position below the switch short, from it long).
+
+        total, Shape(input_ids)[1] ─> Where(total > switch and sequence > 1, P, 0) = start ─> Slice(table, start, start + total)
+    """
+    half = g.const(f"{name}/half", np.array([rows], np.int64))  # where the all-long table starts
+    length = g.op("Cast", f"{name}/Cast", [g.op("Reshape", f"{name}/Reshape", [total, g.const(f"{name}/one", np.array([1], np.int64))])], to=onnx.TensorProto.INT64)
+    sequence = g.op("Shape", f"{name}/Shape", [ids], start=1, end=2)  # (1,) tokens per row in this call
+    past = g.op("Greater", f"{name}/Greater", [length, g.const(f"{name}/switch", np.array([switch], np.int64))])
+    several = g.op("Greater", f"{name}/Greater_1", [sequence, g.const(f"{name}/single", np.array([1], np.int64))])
+    start = g.op("Where", f"{name}/Where", [g.op("And", f"{name}/And", [past, several]), half,
+                                            g.const(f"{name}/zero", np.array([0], np.int64))])
+    end = g.op("Add", f"{name}/Add", [start, length])
+    axis = g.const(f"{name}/axis", np.array([0], np.int64))
+    return [g.op("Slice", f"{name}/Slice_{i}", [table, start, end, axis]) for i, table in enumerate(tables)]

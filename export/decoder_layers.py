@@ -1,10 +1,10 @@
-"""The layer kinds of a fused decoder graph, each a small builder over GraphBuilder.
+"""The operators of a fused decoder graph, each a small builder over GraphBuilder.
 
 The fused operators are onnxruntime's (com.microsoft): GroupQueryAttention (attention with
 rotary inside it and a KV cache updated in place), Skip[Simplified]LayerNormalization
 (residual add + norm), QuickGelu / FastGelu (activations). onnxruntime-genai's model builder
-emits the same operators; these builders take their differences (norm kind, MLP kind,
-positions, biases) from the family declaration via the caller, never from model_type.
+emits the same operators. These functions know nothing of model families: how a family wires
+them is its block function (export/decoder_blocks.py and export/families/).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def linear(g: GraphBuilder, name: str, x: str, weight: np.ndarray, bias: np.ndar
 
 def norm(g: GraphBuilder, name: str, kind: str, epsilon: float, gamma: np.ndarray, beta: np.ndarray | None,
          x: str, skip: str | None = None, bias: np.ndarray | None = None) -> tuple[str, str]:
-    """A norm that also carries the residual stream; returns (normed, residual).
+    """A norm that may also add to the residual stream; returns (normed, residual).
 
         x ─────────────────────────────> [Simplified]LayerNormalization ─> normed     (residual = x)
         x, skip [, bias] ─> Skip[Simplified]LayerNormalization ─┬─> normed
@@ -57,26 +57,40 @@ def norm(g: GraphBuilder, name: str, kind: str, epsilon: float, gamma: np.ndarra
     return normed, residual
 
 
-def attention(g: GraphBuilder, name: str, x: str, qkv: tuple[np.ndarray, np.ndarray | None],
-              out: tuple[np.ndarray, np.ndarray | None], cache: tuple[str, str, str, str],
-              lengths: tuple[str, str], rotary: tuple[str, str] | None, heads: int, kv_heads: int,
-              window: int | None) -> tuple[str, np.ndarray | None]:
-    """Self-attention with the KV cache updated in place; returns (output before its bias, that bias).
+def head_norm(g: GraphBuilder, name: str, x: str, gamma: np.ndarray, epsilon: float, heads: int, head_size: int) -> str:
+    """RMSNorm of q or k: over each head when GAMMA is one head long (Qwen3, Gemma 3), else over all heads (OLMo 2).
 
-        x ─> MatMul(W_qkv) [+ b_qkv] ─> qkv (B, S, (heads + 2 kv_heads) * head)
-        qkv, past_k, past_v, seqlens_k, total_length [, cos, sin]
-            ─> GroupQueryAttention ─┬─> (B, S, heads * head) ─> MatMul(W_o) ─> output   (+ b_o in the next norm)
+        x (B, S, heads * head) ─> Reshape (B, S, heads, head) ─> SimplifiedLayerNormalization ─> Reshape (B, S, heads * head)
+    """
+    weight = g.const(f"{name}.weight", gamma)
+    if gamma.shape[0] != head_size:
+        return g.op("SimplifiedLayerNormalization", f"{name}/SimplifiedLayerNormalization", [x, weight], axis=-1, epsilon=epsilon)
+    split = g.op("Reshape", f"{name}/Reshape", [x, g.const(f"{name}/heads", np.array([0, 0, heads, head_size], np.int64))])
+    normed = g.op("SimplifiedLayerNormalization", f"{name}/SimplifiedLayerNormalization", [split, weight], axis=-1, epsilon=epsilon)
+    return g.op("Reshape", f"{name}/Reshape_1", [normed, g.const(f"{name}/flat", np.array([0, 0, -1], np.int64))])
+
+
+def group_query_attention(g: GraphBuilder, name: str, qkv: list[str], cache: tuple[str, str, str, str],
+                          lengths: tuple[str, str], rotary: tuple[str, str] | None, heads: int, kv_heads: int,
+                          window: int | None, scale: float | None, softcap: float | None) -> str:
+    """Causal self-attention with the KV cache updated in place; returns the attended heads (B, S, heads * head).
+
+        qkv (packed) or q, k, v; past_k, past_v; seqlens_k, total_length [; cos, sin]
+            ─> GroupQueryAttention ─┬─> (B, S, heads * head)
                                     └─> present_k, present_v  (the same buffers as past_k, past_v)
     """
     past_k, past_v, present_k, present_v = cache
-    packed = linear(g, f"{name}/qkv_proj", x, *qkv)
     cos_sin = list(rotary) if rotary else ["", ""]
+    attributes = {"scale": float(scale)} if scale else {}
+    if softcap:
+        attributes["softcap"] = float(softcap)
+    inputs = qkv + [""] * (3 - len(qkv))
     attended, _, _ = g.op("GroupQueryAttention", f"{name}/GroupQueryAttention",
-                    [packed, "", "", past_k, past_v, *lengths, *cos_sin],
-                    [f"{name}/GroupQueryAttention/output_0", present_k, present_v], domain=MS_DOMAIN,
-                    num_heads=heads, kv_num_heads=kv_heads, do_rotary=int(rotary is not None), rotary_interleaved=0,
-                    local_window_size=window if window else -1)
-    return linear(g, f"{name}/o_proj", attended, out[0]), out[1]
+                          [*inputs, past_k, past_v, *lengths, *cos_sin],
+                          [f"{name}/GroupQueryAttention/output_0", present_k, present_v], domain=MS_DOMAIN,
+                          num_heads=heads, kv_num_heads=kv_heads, do_rotary=int(rotary is not None), rotary_interleaved=0,
+                          local_window_size=window if window else -1, **attributes)
+    return attended
 
 
 def mlp(g: GraphBuilder, name: str, x: str, kind: str, activation: str, up: tuple[np.ndarray, np.ndarray | None],

@@ -2,9 +2,8 @@
 
 The family declaration (`DecoderLayers.weights`) names each role's module; this reads its
 `.weight` and optional `.bias` from the torch model, turns projections into (in, out) matrices
-for MatMul, packs Q/K/V (and gate/up) side by side so each is one MatMul, and computes the rotary
-cos/sin tables with the model's own rotary module, so every rope variant transformers implements
-(scaling types, attention factor) is reproduced exactly rather than re-derived here.
+for MatMul and packs Q/K/V (and gate/up) side by side so each is one MatMul. Rotary tables come
+from export/rotary.py.
 """
 
 from __future__ import annotations
@@ -54,27 +53,21 @@ class DecoderWeights:
         return np.ascontiguousarray(np.concatenate(matrices, axis=1)), bias
 
     def norm(self, role: str, layer: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-        """(gamma, beta or None) of a normalisation."""
-        return self.array(role, layer), self.array(role, layer, "bias")
+        """(gamma, beta or None) of a normalisation; gamma includes the family's offset (Gemma stores w for 1 + w)."""
+        gamma = self.array(role, layer)
+        if self.layers.norm_offset:
+            gamma = gamma + np.float32(self.layers.norm_offset)
+        return gamma, self.array(role, layer, "bias")
 
     def lm_head_is_embedding(self) -> bool:
         """True when the LM head is the input embedding (tied): the graph then stores it once."""
-        head, embed = self._tensor("lm_head", None, "weight"), self._tensor("embed", None, "weight")
-        return head is None or head is embed or head.data_ptr() == embed.data_ptr()
+        head, embed = self.array_tensor("lm_head"), self.array_tensor("embed")
+        return head is embed or head.data_ptr() == embed.data_ptr()
 
-    def rotary_tables(self, positions: int, head_size: int) -> tuple[np.ndarray, np.ndarray]:
-        """cos and sin (positions, head_size / 2) from the model's rotary module (rotate-half layout)."""
-        import torch
-
-        try:
-            rotary = self.model.get_submodule(self.layers.rotary)
-        except AttributeError as e:
-            raise ExportError(f"the checkpoint has no rotary module {self.layers.rotary}; its layout does not match the family") from e
-        ids = torch.arange(positions, dtype=torch.int64)[None]  # (1, positions)
-        with torch.no_grad():
-            cos, sin = rotary(torch.zeros(1, dtype=torch.float32), ids)  # (1, positions, rotary_dim)
-        cos, sin = cos[0].float().numpy(), sin[0].float().numpy()
-        half = cos.shape[-1] // 2
-        if cos.shape[-1] != head_size or not np.array_equal(cos[:, :half], cos[:, half:]):
-            raise ExportError("this checkpoint's rotary embedding is partial or interleaved, which the fused graph does not support")
-        return np.ascontiguousarray(cos[:, :half]), np.ascontiguousarray(sin[:, :half])
+    def array_tensor(self, role: str) -> Any:
+        """ROLE's weight tensor as the model holds it (a tied LM head is the embedding's own Parameter)."""
+        tensor = self._tensor(role, None, "weight")
+        if tensor is None:
+            raise ExportError(f"the checkpoint has no {self.layers.weights[role]}.weight ({role}); "
+                              "its layout does not match the family declaration")
+        return tensor

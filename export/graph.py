@@ -19,6 +19,7 @@ from edgelm.runtime.kv_layout import INPUT_IDS, LOGITS, LOGITS_TO_KEEP, SEQUENCE
 from edgelm.runtime.manifest import TensorSpec
 
 GRAPH_FILE = "model.onnx"
+ROTARY_TABLES = "rotary."  # the decoder graph's cos/sin initializers (export/decoder_graph.py) are named so
 _ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
                "tensor(int32)": "int32", "tensor(int8)": "int8", "tensor(bool)": "bool"}
 
@@ -31,23 +32,18 @@ def weights_file(graph: Path) -> Path:
 EXTERNAL_DATA = weights_file(Path(GRAPH_FILE)).name  # every bundle graph's weights
 
 
-def export_graph(model: Any, source: Source, bundle_dir: Path, opset: int | None = None) -> tuple[str, ...]:
-    """Write MODEL's graph to BUNDLE_DIR/model.onnx; returns the external data files written beside it."""
+def export_graph(model: Any, source: Source, bundle_dir: Path,
+                 opset: int | None = None) -> tuple[tuple[str, ...], KVLayout | None]:
+    """Write MODEL's graph to BUNDLE_DIR/model.onnx; returns the external data files written beside it
+    and, for a decoder, the KV layout its graph reads and writes."""
     if source.family.kind.value == "decoder":
-        return _write_decoder_graph(model, source, bundle_dir, opset)
-    return _write_encoder_graph(model, source, bundle_dir, opset)
+        from edgelm.export.decoder_graph import build_decoder_graph
 
-
-def _write_decoder_graph(model: Any, source: Source, bundle_dir: Path, opset: int | None) -> tuple[str, ...]:
-    from edgelm.export.decoder_graph import build_decoder_graph
-
-    return save_graph(build_decoder_graph(model, source.family, source.config, opset), bundle_dir / GRAPH_FILE)
-
-
-def _write_encoder_graph(model: Any, source: Source, bundle_dir: Path, opset: int | None) -> tuple[str, ...]:
+        graph, layout = build_decoder_graph(model, source.family, source.config, opset)
+        return save_graph(graph, bundle_dir / GRAPH_FILE), layout
     from edgelm.export.encoder_graph import build_encoder_graph
 
-    return save_graph(build_encoder_graph(model, source.family, source.task, opset), bundle_dir / GRAPH_FILE)
+    return save_graph(build_encoder_graph(model, source.family, source.task, opset), bundle_dir / GRAPH_FILE), None
 
 
 def save_graph(model: Any, path: Path) -> tuple[str, ...]:
@@ -103,7 +99,7 @@ def check_decoder_io(inputs, outputs, layout: KVLayout) -> None:
     past_key = shapes[layout.past_names()[0][0]]
     if past_key[1] != layout.num_kv_heads or past_key[3] != layout.head_size:
         raise ExportError(
-            f"graph KV shape {past_key} disagrees with the config ({layout.num_kv_heads} KV heads, head size {layout.head_size})"
+            f"graph KV shape {past_key} disagrees with its layout ({layout.num_kv_heads} KV heads, head size {layout.head_size})"
         )
 
 
@@ -115,12 +111,15 @@ def graph_opset(path: Path) -> int:
 
 
 def stored_weight_elements(path: Path) -> int:
-    """Elements held by the graph's initializers (dims only; external data is not read)."""
+    """Elements held by the graph's initializers (dims only; external data is not read), the rotary
+    cos/sin tables aside: they are computed from the config, not parameters of the model."""
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
     total = 0
     for init in model.graph.initializer:
+        if init.name.startswith(ROTARY_TABLES):
+            continue
         count = 1
         for d in init.dims:
             count *= d

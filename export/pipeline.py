@@ -21,6 +21,7 @@ from edgelm.export.tokenizer_files import TOKENIZER_FILE, write_tokenizer
 from edgelm.export.verify import verify
 from edgelm.progress import Steps
 from edgelm.runtime.conformance import record_conformance
+from edgelm.runtime.kv_layout import KVLayout
 from edgelm.runtime.manifest import Manifest, sha256_file
 from edgelm.runtime.session import open_session
 from edgelm.staging import check_out_folder, staged_folder
@@ -39,11 +40,11 @@ def export(src: str | Path, out: str | Path, task: str | None = None, *, force: 
         with steps.step("load checkpoint"):
             model, tokenizer = load_model(source), load_tokenizer(source)
         with steps.step("export graph"):
-            external = export_graph(model, source, bundle, opset)
+            external, layout = export_graph(model, source, bundle, opset)
             template = write_tokenizer(tokenizer, bundle)
         with steps.step("verify against transformers"):
             session = open_session(bundle / GRAPH_FILE)
-            manifest = _describe(source, model, tokenizer, session, bundle, external, template)
+            manifest = _describe(source, model, tokenizer, session, bundle, external, template, layout)
             results = verify(model, tokenizer, session, manifest, bundle, stored_weight_elements(bundle / GRAPH_FILE))
         with steps.step("write bundle"):
             manifest = replace(manifest, verification=results).with_files(bundle)
@@ -66,13 +67,11 @@ def _validate(src: str | Path, out: Path, task: str | None, force: bool) -> Sour
 
 
 def _describe(source: Source, model: Any, tokenizer: Any, session: Any, bundle: Path,
-              external: tuple[str, ...], template: str | None) -> Manifest:
+              external: tuple[str, ...], template: str | None, layout: KVLayout | None) -> Manifest:
     hf = hf_model_of(model)
     prompts, default_prompt = describe.prompts(model)
     inputs, outputs = graph_io(session)
-    layout = None
-    if source.family.kind.value == "decoder":
-        layout = source.family.kv_layout(source.config)
+    if layout is not None:
         check_decoder_io(inputs, outputs, layout)
     return Manifest(
         task=source.task,

@@ -47,11 +47,16 @@ def find_tie(model: onnx.ModelProto) -> Tie | None:
     return None
 
 
+# Element-wise ops a family may put after its LM head (a bias, Granite's logits scaling, Gemma 2's soft-cap),
+# each with the head's output as its first input.
+_AFTER_HEAD = ("Add", "Identity", "Div", "Mul", "Tanh")
+
+
 def lm_head_node(model: onnx.ModelProto, output: str = "logits") -> str | None:
-    """Name of the MatMul that computes OUTPUT (through any Add / Identity after it), if there is one."""
+    """Name of the MatMul that computes OUTPUT (through any element-wise op after it), if there is one."""
     producer = {o: n for n in model.graph.node for o in n.output}
     node = producer.get(output)
-    while node is not None and node.op_type in ("Add", "Identity"):
+    while node is not None and node.op_type in _AFTER_HEAD:
         node = producer.get(node.input[0])
     return node.name if node is not None and node.op_type == "MatMul" else None
 

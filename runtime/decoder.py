@@ -49,6 +49,8 @@ class DecoderGraph:
         (n x n) pass and bound its scratch memory.
         """
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)  # (n,)
+        if cache.must_rerun(row, len(ids)):
+            return self._rerun(cache, row, ids, keep)
         cache.reserve(int(cache.lengths[row]) + len(ids))
         kept = []
         for at in range(0, len(ids), self.prefill_chunk):
@@ -56,10 +58,21 @@ class DecoderGraph:
             after = len(ids) - at - chunk.shape[1]  # tokens after this chunk
             want = chunk.shape[1] if keep == 0 else min(max(keep - after, 0), chunk.shape[1])  # its positions asked for
             logits = self._run(cache, row, row + 1, chunk, cache.starts(row, row + 1), max(want, 1))  # (1, kept, vocab)
-            cache.advance(slice(row, row + 1), chunk.shape[1])
+            cache.advance(slice(row, row + 1), chunk.shape[1], chunk)
             if want:
                 kept.append(logits[0])
         return np.concatenate(kept, axis=0)
+
+    def _rerun(self, cache: KVCache, row: int, ids: np.ndarray, keep: int) -> np.ndarray:
+        """LongRoPE: run ROW's whole sequence, then IDS, from an empty row in one call, so that every key is
+        rotated with the long factors (as transformers' generate does on crossing the switch)."""
+        whole = np.concatenate([np.asarray(cache.tokens[row], dtype=np.int64), ids])
+        cache.clear(row)
+        cache.reserve(len(whole))
+        want = keep or len(ids)
+        logits = self._run(cache, row, row + 1, whole[None], cache.starts(row, row + 1), want)  # (1, want, vocab)
+        cache.advance(slice(row, row + 1), len(whole), whole[None])
+        return logits[0]
 
     def score(self, ids: np.ndarray | list[int]) -> np.ndarray:
         """Logits (n, vocab) at every position of IDS, run as one prompt from an empty cache (teacher forcing)."""
@@ -72,6 +85,14 @@ class DecoderGraph:
         Returns logits (len(IDS), vocab). Slots past len(IDS) do not run (an open batch's unused tail).
         """
         width = len(ids)
+        rerun = [r for r in np.flatnonzero(live) if cache.must_rerun(int(r), 1)]
+        if rerun:  # LongRoPE rows crossing the switch run alone; the others step
+            live = live.copy()
+            live[rerun] = False
+            logits = self.step(cache, ids, live) if live.any() else np.zeros((width, self.vocab_size), np.float32)
+            for r in rerun:
+                logits[r] = self._rerun(cache, int(r), np.asarray(ids[r:r + 1], dtype=np.int64), 1)[-1]
+            return logits
         cache.reserve(int(cache.lengths.max()) + 1)
         feeds = self._step_feeds(cache, width)
         starts = cache.starts(0, width, live)  # (width,)
@@ -80,7 +101,8 @@ class DecoderGraph:
         if feeds.positions is not None:
             feeds.positions[:, 0] = starts
         run_graph(lambda: self.session.run_with_iobinding(feeds.binding))
-        cache.advance(np.flatnonzero(live), 1)
+        stepped = np.flatnonzero(live)
+        cache.advance(stepped, 1, None if cache.tokens is None else np.asarray(ids, dtype=np.int64)[stepped, None])
         return feeds.logits[:, 0].copy()  # (width, vocab); the buffer is overwritten by the next step
 
     def _run(self, cache: KVCache, start: int, stop: int, ids: np.ndarray, starts: np.ndarray, keep: int) -> np.ndarray:

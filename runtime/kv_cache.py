@@ -38,6 +38,10 @@ class KVCache:
         self.buffers: dict[str, object] = {}  # past input name -> numpy array (CPU) or OrtValue (device)
         self.generation = 0  # bumped whenever buffers are reallocated (bindings must be rebuilt)
         self.bindings: dict[object, tuple[int, object]] = {}  # (start, stop) or "step" -> (generation, binding)
+        # LongRoPE (layout.rope_switch): each row's ids, to run again when the row crosses the switch
+        self.switch = layout.rope_switch
+        self.tokens: list[list[int]] | None = [[] for _ in range(slots)] if self.switch else None
+        self.stale: set[int] = set()  # rows cut back under the switch, their keys rotated for long contexts
         self.reserve(capacity)
 
     # -- memory ----------------------------------------------------------------------------
@@ -91,19 +95,37 @@ class KVCache:
         return starts[:, None] + np.arange(new, dtype=np.int64)[None, :]
 
     # -- rows ------------------------------------------------------------------------------
-    def advance(self, rows: np.ndarray | slice, new: int) -> None:
-        """Rows ROWS now hold NEW more tokens (their keys were written by the call just run)."""
+    def advance(self, rows: np.ndarray | slice, new: int, ids: np.ndarray | None = None) -> None:
+        """Rows ROWS now hold NEW more tokens (their keys were written by the call just run); IDS (rows, NEW)."""
         self.lengths[rows] += new
+        if self.tokens is not None and ids is not None:
+            for row, row_ids in zip(np.arange(self.slots)[rows], ids):
+                self.tokens[row].extend(int(t) for t in row_ids)
 
     def trim(self, row: int, keep: int) -> None:
         """Keep only the first KEEP tokens of ROW (a rewind): the rest is overwritten later."""
         if not 0 <= keep <= self.lengths[row]:
             raise ValueError(f"cannot keep {keep} tokens of a row holding {self.lengths[row]}")
+        if self.tokens is not None:
+            if self.lengths[row] > self.switch >= keep:
+                self.stale.add(row)
+            del self.tokens[row][keep:]
         self.lengths[row] = keep
 
     def clear(self, row: int) -> None:
         """Empty ROW so that a new sequence can use its slot."""
         self.lengths[row] = 0
+        if self.tokens is not None:
+            self.tokens[row] = []
+            self.stale.discard(row)
+
+    def must_rerun(self, row: int, new: int) -> bool:
+        """LongRoPE: whether ROW's whole sequence must run again before NEW more tokens (it crosses the
+        switch, or was cut back under it); always False without a switch."""
+        if self.tokens is None:
+            return False
+        held = int(self.lengths[row])
+        return row in self.stale or held <= self.switch < held + new
 
     # -- device helpers ----------------------------------------------------------------------
     def _place(self, array: np.ndarray):

@@ -67,6 +67,13 @@ class KVLayout:
     present_value: str = PRESENT_VALUE
     cache: str = SHARED_BUFFER  # past and present are one buffer, updated in place
     attention: str = ATTENTION_OP  # the operator that reads and writes it
+    # The checkpoint's head size when head_size is larger: heads padded with zero dimensions to a size
+    # GroupQueryAttention takes (export/head_layout.py). Nothing changes for the runtime: head_size is the graph's.
+    model_head_size: int | None = None
+    # LongRoPE: keys cached while a row held at most this many tokens were rotated for short contexts. A row
+    # that grows past it (or is cut back under it) has its whole sequence run again, in one call, as
+    # transformers' generate does (runtime/kv_cache.py); the graph picks its tables by the call's lengths.
+    rope_switch: int | None = None
 
     def __post_init__(self):
         for field in ("num_layers", "num_kv_heads", "head_size"):
@@ -98,7 +105,7 @@ class KVLayout:
 
     @classmethod
     def from_dict(cls, d: dict) -> "KVLayout":
-        d = dict(d)
+        d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}  # a newer edgelm's extra keys are not ours to read
         d["axes"] = tuple(d.get("axes", KV_AXES))
         return cls(**d)
 

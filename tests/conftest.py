@@ -17,6 +17,7 @@ MODELS = Path(os.environ.get("EDGELM_MODELS", REPO / ".models"))
 SMOLLM2_GGUF = MODELS / "SmolLM2-135M-Instruct.Q4_1.gguf"
 MINILM = MODELS / "all-MiniLM-L6-v2"
 MPNET = MODELS / "all-mpnet-base-v2"
+GEMMA3_GGUF = MODELS / "gemma-3-270m-q4_k_m.gguf"
 # Bundles of the tiny checkpoints exported elsewhere (folder/<name with / as ->), for running the
 # runtime tests (the CUDA ones) on a machine that has a GPU but not the export toolchain.
 PREBUILT = Path(os.environ["EDGELM_PREBUILT_BUNDLES"]) if os.environ.get("EDGELM_PREBUILT_BUNDLES") else None
@@ -93,7 +94,7 @@ def decoder(bundles):
 
 def require_real_models():
     """The real models come from `make models`; a missing one is a set-up error, not a skip."""
-    missing = [p for p in (SMOLLM2_GGUF, MINILM, MPNET) if not p.exists()]
+    missing = [p for p in (SMOLLM2_GGUF, MINILM, MPNET, GEMMA3_GGUF) if not p.exists()]
     if missing:
         pytest.fail(f"real models missing ({', '.join(map(str, missing))}); run `make models` first", pytrace=False)
 

@@ -33,9 +33,10 @@ from tests.test_rerank import DOCUMENTS, QUERY
 pytestmark = pytest.mark.node
 CLIENT = REPO / "clients" / "node"
 CLI = CLIENT / "bin" / "edgelm-node.js"
-# every encoder family's embedder and classifier (the registry's), and one bundle of each other kind
-TINY = ("gpt2", "llama", *tiny.encoder_cases("feature-extraction"), *tiny.encoder_cases("text-classification"),
+# every tiny decoder, every encoder family's embedder and classifier (the registry's), and one bundle of each other kind
+TINY = (*tiny.decoder_cases(), *tiny.encoder_cases("feature-extraction"), *tiny.encoder_cases("text-classification"),
         "distilbert/token-classification", "bert/fill-mask", "modernbert/fill-mask", "deberta-v2/fill-mask")
+ROPE_SWITCH = 16  # tests/tiny.py's phi3 (LongRoPE): the rows below start under, at and past it, and cross it
 
 
 @pytest.fixture(scope="module")
@@ -137,11 +138,18 @@ def test_node_suite_refuses_to_pass_without_bundles(node):
 
 
 # -- the same answers as Python --------------------------------------------------------------
-@pytest.mark.parametrize("name", ("gpt2", "llama"))
+@pytest.mark.parametrize("name", tiny.decoder_cases())
 def test_node_greedy_ids_equal_python_on_tiny_decoders(node, bundles, name):
-    folder, _ = bundles(name)
+    """One greedy batch of rows of different lengths. With LongRoPE (phi3) the rows cross the switch at different
+    times (the longest when its prompt is fed, the one of exactly ROPE_SWITCH tokens at its first step, the short
+    ones while decoding unless they end first), so a batched step runs some rows and reruns others alone."""
+    folder, manifest = bundles(name)
     lm = load(folder, provider="cpu")
-    rows = [lm.encode("The quick brown fox"), lm.encode("Paris is the capital and largest city of France. It")]
+    long = lm.encode("Once upon a time there was a tiny model that ran on an edge box. Rain falls softly on the roof")
+    rows = [lm.encode("The quick brown fox"), lm.encode("Paris is the capital and largest city of France. It"),
+            long[:ROPE_SWITCH], long]
+    assert len(rows[0]) + 24 > ROPE_SWITCH and max(len(r) for r in rows[:2]) < ROPE_SWITCH < len(long)
+    assert manifest.kv_cache.rope_switch in (None, ROPE_SWITCH)
     got = node_json(node, "generate", folder, "--ids-json", json.dumps(rows), "--max-new-tokens", 24)["rows"]
     assert got == python_greedy(folder, rows, 24)
 

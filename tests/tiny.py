@@ -93,7 +93,9 @@ def gemma_tokenizer() -> PreTrainedTokenizerFast:
 
 LABELS = {"id2label": {0: "NEGATIVE", 1: "POSITIVE", 2: "NEUTRAL"}, "label2id": {"NEGATIVE": 0, "POSITIVE": 1, "NEUTRAL": 2}}
 
-# name -> (config class, config kwargs, tokenizer factory)
+_DECODER_SIZES = dict(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, hidden_size=64,
+                      intermediate_size=96, max_position_embeddings=128)
+# name -> (config class, config kwargs, tokenizer factory); one entry at least per decoder model_type in the registry
 DECODERS = {
     "gpt2": ("GPT2Config", dict(n_layer=2, n_head=4, n_embd=64, n_positions=128), gpt2_tokenizer),
     "distilgpt2": ("GPT2Config", dict(n_layer=1, n_head=2, n_embd=32, n_positions=64), gpt2_tokenizer),
@@ -106,6 +108,48 @@ DECODERS = {
                                              sliding_window=5), llama_tokenizer),
     "qwen2": ("Qwen2Config", dict(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, hidden_size=64,
                                   intermediate_size=96, max_position_embeddings=128), llama_tokenizer),
+    # A window (6) shorter than every test's prompt plus generation, on the layers from max_window_layers (1) on
+    "qwen2-window-layers": ("Qwen2Config", dict(**_DECODER_SIZES, use_sliding_window=True, sliding_window=6,
+                                                max_window_layers=1), llama_tokenizer),
+    # head_dim set apart from hidden / heads, as Qwen3-0.6B's 128 with hidden 1024 and 16 heads
+    "qwen3": ("Qwen3Config", dict(**_DECODER_SIZES, head_dim=32, use_sliding_window=True, sliding_window=6,
+                                  max_window_layers=1, tie_word_embeddings=True), llama_tokenizer),
+    "gemma": ("GemmaConfig", dict(**_DECODER_SIZES, head_dim=16), llama_tokenizer),
+    # alternating sliding (window 6) and global layers, both soft-caps, query_pre_attn_scalar apart from head_dim
+    "gemma2": ("Gemma2Config", dict(_DECODER_SIZES, num_hidden_layers=3, head_dim=16, sliding_window=6,
+                                    query_pre_attn_scalar=24, attn_logit_softcapping=2.0, final_logit_softcapping=3.0),
+               llama_tokenizer),
+    # Gemma 3 270M's pattern in small: local layers (window 6, base 10k), a global one (base 1M, linear scaling 8)
+    "gemma3_text": ("Gemma3TextConfig", dict(_DECODER_SIZES, num_hidden_layers=3, head_dim=16, sliding_window=6,
+                                             layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+                                             rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                                                              "full_attention": {"rope_type": "linear", "factor": 8.0,
+                                                                                 "rope_theta": 1000000.0}}),
+                    llama_tokenizer),
+    # Phi-4-mini's shape in small: rotary on half of each head, LongRoPE switching at 16 tokens
+    "phi3": ("Phi3Config", dict(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, hidden_size=128,
+                                intermediate_size=96, max_position_embeddings=128, original_max_position_embeddings=16,
+                                pad_token_id=0, rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
+                                                  "partial_rotary_factor": 0.5, "original_max_position_embeddings": 16,
+                                                  "short_factor": [1.0, 1.1, 1.3, 1.6, 2.0, 2.5, 3.0, 4.0],
+                                                  "long_factor": [1.0, 2.0, 4.0, 8.0, 16.0, 24.0, 32.0, 48.0]}),
+             llama_tokenizer),
+    # Pythia's shape: parallel residual, rotary on a quarter of each head (4 of 16: padded for GroupQueryAttention)
+    "gpt_neox": ("GPTNeoXConfig", dict(num_hidden_layers=2, num_attention_heads=4, hidden_size=64, intermediate_size=96,
+                                       max_position_embeddings=128, rotary_pct=0.25, use_parallel_residual=True),
+                 llama_tokenizer),
+    "gpt_neox-sequential": ("GPTNeoXConfig", dict(num_hidden_layers=2, num_attention_heads=4, hidden_size=64,
+                                                  intermediate_size=96, max_position_embeddings=128,
+                                                  use_parallel_residual=False), llama_tokenizer),
+    "granite": ("GraniteConfig", dict(**_DECODER_SIZES, embedding_multiplier=6.0, residual_multiplier=0.3,
+                                      attention_multiplier=0.05, logits_scaling=4.0), llama_tokenizer),
+    "olmo2": ("Olmo2Config", dict(**_DECODER_SIZES), llama_tokenizer),
+    # every second layer without rotary positions (SmolLM3-3B has one in four)
+    "smollm3": ("SmolLM3Config", dict(**_DECODER_SIZES, no_rope_layer_interval=2, pad_token_id=0), llama_tokenizer),
+    # small research models: head size 12 (GPT-2 with hidden 48 and 4 heads), head size 4 (Llama)
+    "gpt2-head12": ("GPT2Config", dict(n_layer=2, n_head=4, n_embd=48, n_positions=128), gpt2_tokenizer),
+    "llama-head4": ("LlamaConfig", dict(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, hidden_size=16,
+                                        intermediate_size=32, max_position_embeddings=128), llama_tokenizer),
 }
 _ENCODER_SIZES = dict(num_hidden_layers=2, num_attention_heads=2, hidden_size=32, intermediate_size=64)
 # One entry per encoder model_type in the family registry (tests/test_registry_coverage.py checks it).
@@ -171,6 +215,23 @@ def _save(model, tokenizer, folder: Path) -> Path:
     model.eval().save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def decoder_model_types() -> list[str]:
+    """Every decoder model_type the family registry declares."""
+    from edgelm.export.families import Kind, families_of_kind
+
+    return [mt for family in families_of_kind(Kind.DECODER) for mt in family.model_types]
+
+
+def decoder_cases() -> list[str]:
+    """Every tiny decoder checkpoint: at least one per decoder model_type, plus the variants of a family's wiring."""
+    return list(DECODERS)
+
+
+def model_type_of(name: str) -> str:
+    """The model_type of tiny decoder NAME's config class."""
+    return getattr(transformers, DECODERS[name][0]).model_type
 
 
 def encoder_model_types() -> list[str]:

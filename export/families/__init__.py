@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from edgelm.errors import ExportError
-from edgelm.export.families import (bert, deberta_v2, distilbert, electra, gemma3_embedding, gpt2, llama, modernbert,
-                                    mpnet, roberta)
+from edgelm.export.families import (bert, deberta_v2, distilbert, electra, gemma, gemma2, gemma3, gemma3_embedding,
+                                    gpt2, gpt_neox, granite, llama, modernbert, mpnet, olmo2, phi3, qwen3, roberta, smollm3)
 from edgelm.export.families.base import Family, Kind
 
 FAMILIES: tuple[Family, ...] = tuple(
-    m.FAMILY for m in (gpt2, llama, bert, distilbert, roberta, mpnet, electra, modernbert, deberta_v2, gemma3_embedding))
+    m.FAMILY for m in (gpt2, llama, qwen3, gemma, gemma2, gemma3, phi3, gpt_neox, granite, olmo2, smollm3,
+                       bert, distilbert, roberta, mpnet, electra, modernbert, deberta_v2, gemma3_embedding))
 
 
 def supported_model_types() -> list[str]:
@@ -32,7 +33,7 @@ def family_for(model_type: str, config: dict[str, Any] | None = None) -> Family:
         raise ExportError(
             f"model_type {model_type!r} is not supported; supported: {', '.join(supported_model_types())}"
         )
-    for family in candidates:
+    for family in sorted(candidates, key=lambda f: -len(f.requires)):  # the most specific family first
         if family.accepts(config or {}):
             return family
     needs = "; ".join(f"{f.name} needs {', '.join(f'{k}={v!r}' for k, v in f.requires)}" for f in candidates)

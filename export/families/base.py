@@ -3,8 +3,8 @@
 A family states only how it differs: which config keys hold its sizes (aliases spelled out,
 first match wins), whether its graph takes position ids or token type ids, how many position
 slots it reserves, its default pooling, and the tasks it supports. A decoder family also says
-how its layers are built (`DecoderLayers`: positions, norm, MLP kind, where each weight lives in
-the checkpoint), which export/decoder_graph.py reads. Generic code calls the methods below and
+how its layers are built (`DecoderLayers`: norm and MLP kind, where each weight lives in the
+checkpoint, and its own block function where its wiring differs), which export/decoder_graph.py reads. Generic code calls the methods below and
 never branches on model_type.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, Callable
 
 from edgelm.errors import ExportError
 from edgelm.runtime.kv_layout import KVLayout
@@ -29,19 +29,24 @@ class DecoderLayers:
 
     `weights` maps a role to the checkpoint's module name (`{i}` = layer index); a module's
     `.weight` and optional `.bias` are read. Roles: embed, final_norm, lm_head, attn_norm, o,
-    mlp_norm, down, up, and either qkv (one packed projection) or q, k, v; gated MLPs add gate;
-    learned positions add positions.
+    mlp_norm, down, up, and either qkv (one packed projection) or q, k, v; gated MLPs add gate (or
+    a packed gate_up); q_norm and k_norm normalise q and k; a block of its own may read more (Gemma 2's
+    post norms). `embed`, `block` and `logits` are the family's own wiring where it differs from
+    Llama's (export/decoder_blocks.py has their signatures and the defaults).
     """
 
-    positions: str  # "rotary" (applied inside the attention operator) | "learned" (a table added to the embedding)
-    norm: str  # "rms" | "layer"
-    mlp: str  # "gated": down(act(gate(x)) * up(x)) | "plain": down(act(up(x)))
     weights: dict[str, str]
+    norm: str = "rms"  # "rms" | "layer"
+    mlp: str = "gated"  # "gated": down(act(gate(x)) * up(x)) | "plain": down(act(up(x)))
     linear: str = "out_in"  # torch.nn.Linear stores (out, in); GPT-2's Conv1D stores (in, out)
     activation: tuple[str, ...] = ("hidden_act",)  # config keys naming the MLP activation
     norm_epsilon: tuple[str, ...] = ("rms_norm_eps",)
-    sliding_window: tuple[str, ...] = ()  # config keys of a local attention window, if the family has one
-    rotary: str = "model.rotary_emb"  # the module computing (cos, sin) for rotary positions
+    norm_offset: float = 0.0  # Gemma's norms scale by (1 + w): 1.0
+    sliding_window: tuple[str, ...] = ("sliding_window",)  # config keys of a local attention window
+    rotary: str | None = "model.rotary_emb"  # the module computing (cos, sin); None: no rotary positions
+    embed: Callable[..., Any] | None = None  # (Model) -> Residual; default: the token embedding
+    block: Callable[..., Any] | None = None  # (Layer, Residual) -> Residual; default: pre-norm attention + MLP
+    logits: Callable[..., Any] | None = None  # (Model, Residual) -> logits; default: final norm + LM head
 
 
 @dataclass(frozen=True)

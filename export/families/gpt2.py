@@ -1,6 +1,15 @@
 """GPT-2 family (gpt2, distilgpt2): learned positions, one KV head per query head, LayerNorm, GELU MLP."""
 
+from edgelm.export.decoder_blocks import Model, Residual, Term
 from edgelm.export.families.base import DecoderLayers, Family, Kind
+
+
+def embed(model: Model) -> Residual:
+    """Token embedding plus the learned position table (added by the first layer's skip-norm)."""
+    table = model.g.const("model.embed_positions.weight", model.weights.array("positions"))
+    positions = model.g.op("Gather", "/model/embed_positions/Gather", [table, model.position_ids()])
+    return Residual(model.tokens()).add(Term(positions))
+
 
 FAMILY = Family(
     name="gpt2",
@@ -12,7 +21,6 @@ FAMILY = Family(
     hidden_size=("n_embd", "hidden_size"),
     max_positions=("n_positions", "max_position_embeddings"),
     decoder=DecoderLayers(
-        positions="learned",
         norm="layer",
         mlp="plain",
         weights={
@@ -24,5 +32,8 @@ FAMILY = Family(
         linear="in_out",  # Conv1D
         activation=("activation_function",),
         norm_epsilon=("layer_norm_epsilon",),
+        sliding_window=(),
+        rotary=None,
+        embed=embed,
     ),
 )

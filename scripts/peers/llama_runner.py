@@ -1,7 +1,7 @@
 """llama.cpp peer runner through llama-cpp-python (its venv's python; see common.py for the job).
 
-Models: `llama_cpp.llama_model_quantize` of the shipped Q4_1 GGUF (allow_requantize) into
-WORK/smollm2-F32.gguf, -Q8_0.gguf and -Q4_0.gguf, once. llama.cpp's own rules apply (for
+Models: `llama_cpp.llama_model_quantize` of the shipped GGUF (allow_requantize) into
+WORK/<name>-F32.gguf, -Q8_0.gguf and -Q4_0.gguf, once; "shipped" runs the file as it is. llama.cpp's own rules apply (for
 Q4_0 it keeps the tied embedding/output tensor at a higher precision, as a user would get).
 
 Context: n_ctx 4096, n_batch 2048 (a 1,976-token prompt is one decode call), n_ubatch 512,
@@ -29,10 +29,13 @@ FLASH_ATTENTION = True
 
 
 def prepare(job: dict) -> str:
-    """Requantize the shipped GGUF to WORK/smollm2-<variant>.gguf unless it is there."""
+    """Requantize the shipped GGUF to WORK/<its name>-<variant>.gguf unless it is there ("shipped": the file as it is)."""
     import llama_cpp
 
-    out = Path(job["work"]) / f"smollm2-{job['variant']}.gguf"
+    source = Path(job["sources"]["gguf"])
+    if job["variant"] == "shipped":
+        return str(source)
+    out = Path(job["work"]) / f"{source.stem.split('.')[0]}-{job['variant']}.gguf"
     if out.exists():
         return str(out)
     params = llama_cpp.llama_model_quantize_default_params()

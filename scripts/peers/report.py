@@ -16,7 +16,6 @@ from peers import texts
 
 CLASSES = ("fp32", "8-bit", "4-bit")
 FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
-BEGIN, END = "<!-- bench:peers -->", "<!-- /bench:peers -->"
 DASH = "–"
 
 
@@ -194,12 +193,20 @@ LLAMA_OF_CLASS = {"fp32": "F32", "8-bit": "Q8_0", "4-bit": "Q4_0"}
 GENAI_OF_CLASS = {"fp32": "fp32", "8-bit": "int8", "4-bit": "int4"}
 
 
-def targets(variants, outcomes) -> str:
-    """Each target: what was measured, the goal, met or not (n/a when a number is missing)."""
+def engine_labels(variants) -> list[str]:
+    """The peers raced, in a stable order."""
+    keys = {v.engine.key for v in variants}
+    return [label for key, label in PEER_LABELS.items() if key in keys] or ["its peers"]
+
+
+def targets(variants, outcomes, decode_goal: float | None = None) -> str:
+    """Each target: what was measured, the goal, met or not (n/a when a number is missing).
+    DECODE_GOAL replaces every decode goal against llama.cpp (the second model's race asks for parity)."""
     rows = []
     for v in ordered([v for v in variants if v.engine.key == "edgelm"]):
         name = f"edgelm {v.name}"
         for engine, peer_name, goal in SPEED_TARGETS[v.klass]:
+            goal = decode_goal if decode_goal and engine == "llama" else goal
             peer = _peer(variants, engine, peer_name)
             rows.append(_ratio_row(f"{name} decode (single) vs {PEER_LABELS[engine]} {peer_name}",
                                    get(outcomes, "single", v, "decode_tok_s"),
@@ -269,7 +276,7 @@ def engine_lines(variants, outcomes) -> list[str]:
 def render(variants, outcomes, args, notes: list[str], command: str, tokenizer: Path) -> str:
     """The whole section: header, one table per scenario, agreement, targets."""
     parts = [
-        "### SmolLM2-135M-Instruct: edgelm against llama.cpp, onnxruntime-genai and CTranslate2",
+        f"### {args.title}: edgelm against {', '.join(engine_labels(variants))}",
         "",
         f"Machine: {machine()}. {args.threads} threads for every engine; greedy, forced to full length "
         f"(eos ignored), the same token ids for every engine; each number is the median of {args.repeats} "
@@ -289,17 +296,18 @@ def render(variants, outcomes, args, notes: list[str], command: str, tokenizer: 
     if "single" in args.scenarios:
         parts += ["", "#### Greedy agreement (first tokens of the single scenario)", "",
                   agreement(variants, outcomes, tokenizer)]
-    parts += ["", "#### Targets (from the numbers above)", "", targets(variants, outcomes)]
+    parts += ["", "#### Targets (from the numbers above)", "", targets(variants, outcomes, args.decode_goal)]
     return "\n".join(parts) + "\n"
 
 
-def write_docs(path: Path, markdown: str) -> None:
-    """Put MARKDOWN between the peers markers of PATH (appended with markers if it has none)."""
+def write_docs(path: Path, markdown: str, name: str = "peers") -> None:
+    """Put MARKDOWN between the <!-- bench:NAME --> markers of PATH (appended with markers if it has none)."""
+    begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
     page = path.read_text() if path.exists() else ""
-    section = f"{BEGIN}\n{markdown.rstrip()}\n{END}"
-    if BEGIN in page and END in page:
-        before, rest = page.split(BEGIN, 1)
-        page = before + section + rest.split(END, 1)[1]
+    section = f"{begin}\n{markdown.rstrip()}\n{end}"
+    if begin in page and end in page:
+        before, rest = page.split(begin, 1)
+        page = before + section + rest.split(end, 1)[1]
     else:
         page = page.rstrip() + "\n\n" + section + "\n"
     path.write_text(page)

@@ -30,7 +30,14 @@ def hf_folder(job: dict) -> str:
     if (out / "config.json").exists():
         return str(out)
     tmp = out.with_name(out.name + ".tmp")
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # transformers 5 will not save a model loaded from GGUF ("quantized with gguf and is not serializable"):
+    # the same float weights go into a plain model of the same config first
+    config = loaded.config
+    config.quantization_config = None
+    del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(loaded.state_dict())
     model.save_pretrained(tmp)
     AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
     tmp.rename(out)

@@ -6,6 +6,12 @@
  *   extend(cache, row, ids)   one row alone, any number of tokens (a prompt, a second turn)
  *   step(cache, ids, live)    every row, one token each (a decode step); rows not LIVE are fed a
  *                             filler at their spare position and keep their length
+ *
+ * LongRoPE (kv_cache.rope_switch): a row about to cross the switch, or cut back under it, is
+ * cleared and its whole sequence (held ids, then the new ones) runs again in one call, without
+ * prefill chunks (rerun); in a decode step such rows sit out the batched call (fed a filler like
+ * a finished row) and run alone after it. The graph picks its rotary tables from the call's
+ * lengths, as in edgelm's runtime (runtime/decoder.py), so the tokens are Python's.
  */
 
 import ort from 'onnxruntime-node';
@@ -62,13 +68,31 @@ export class DecoderGraph {
    * @returns {Promise<Float32Array>}
    */
   async extend(cache, row, ids) {
+    if (cache.mustRerun(row, ids.length)) return this.rerun(cache, row, ids);
     cache.reserve(cache.lengths[row] + ids.length);
     let logits = null;
     for (let at = 0; at < ids.length; at += PREFILL_CHUNK) {
       const chunk = ids.slice(at, at + PREFILL_CHUNK);
       logits = await this.run(cache, row, row + 1, chunk, chunk.length, [cache.lengths[row]]);
-      cache.lengths[row] += chunk.length;
+      cache.advance([row], chunk.length, [chunk]);
     }
+    return logits;
+  }
+
+  /**
+   * LongRoPE: run ROW's whole sequence, then IDS, from an empty row in one call, so that every
+   * key is rotated with the long factors (as transformers' generate does on crossing the switch).
+   * @param {KVCache} cache
+   * @param {number} row
+   * @param {number[]} ids
+   * @returns {Promise<Float32Array>} logits (vocab) after the last of IDS
+   */
+  async rerun(cache, row, ids) {
+    const whole = cache.tokens[row].concat(ids);
+    cache.clear(row);
+    cache.reserve(whole.length);
+    const logits = await this.run(cache, row, row + 1, whole, whole.length, [cache.lengths[row]]);
+    cache.advance([row], whole.length, [whole]);
     return logits;
   }
 
@@ -80,9 +104,17 @@ export class DecoderGraph {
    * @returns {Promise<Float32Array>} logits (rows * vocab), row b at b * vocab
    */
   async step(cache, ids, live) {
+    const rerun = cache.tokens ? live.flatMap((isLive, row) => (isLive && cache.mustRerun(row, 1) ? [row] : [])) : [];
+    if (rerun.length) { // LongRoPE rows crossing the switch run alone; the others step
+      const rest = live.map((isLive, row) => isLive && !rerun.includes(row));
+      const logits = rest.some(Boolean) ? await this.step(cache, ids, rest) : new Float32Array(ids.length * this.vocabSize);
+      for (const row of rerun) logits.set(await this.rerun(cache, row, [ids[row]]), row * this.vocabSize);
+      return logits;
+    }
     cache.reserve(Math.max(...cache.lengths) + 1);
     const logits = await this.run(cache, 0, cache.slots, ids, 1, cache.starts(live));
-    live.forEach((isLive, row) => { if (isLive) cache.lengths[row] += 1; });
+    const stepped = live.flatMap((isLive, row) => (isLive ? [row] : []));
+    cache.advance(stepped, 1, cache.tokens ? stepped.map((row) => [ids[row]]) : null);
     return logits;
   }
 

@@ -16,6 +16,12 @@
  * each run (the graph itself updates the cache in place, in constant time), so a step costs
  * time in proportion to the capacity (README.md, "Performance"). Allocating max_new_tokens up
  * front would make every step of a long generation pay for its end.
+ *
+ * LongRoPE (kv_cache.rope_switch, Phi-3.5 / Phi-4-mini): keys cached while a row held at most
+ * rope_switch tokens were rotated for short contexts. The cache then keeps each row's ids, and
+ * a row that grows past the switch (or is cut back under it) has its whole sequence run again in
+ * one call (mustRerun; DecoderGraph.rerun), as edgelm's runtime does. Without a switch no ids are
+ * kept.
  */
 
 import ort from 'onnxruntime-node';
@@ -58,6 +64,12 @@ export class KVCache {
     }
     /** @type {Map<string, ort.Tensor[]>} tensors over rows start..stop-1, by "start:stop" */
     this.views = new Map();
+    /** LongRoPE: the switch (kv_cache.rope_switch), null without one */
+    this.switch = layout.rope_switch || null;
+    /** @type {number[][] | null} each row's ids, kept only with a switch (to run again when the row crosses it) */
+    this.tokens = this.switch ? Array.from({ length: slots }, () => []) : null;
+    /** @type {Set<number>} rows cut back under the switch, their keys rotated for long contexts */
+    this.stale = new Set();
     this.reserve(tokens);
   }
 
@@ -129,5 +141,59 @@ export class KVCache {
    */
   starts(live = null) {
     return this.lengths.map((length, row) => (live && !live[row] ? Math.min(length, this.maxPositions - 1) : length));
+  }
+
+  /**
+   * Rows ROWS now hold N more tokens (their keys were written by the call just run); IDS[i]
+   * (N ids) are row ROWS[i]'s, kept only with a switch (pass null without one).
+   * @param {number[]} rows
+   * @param {number} n
+   * @param {number[][] | null} ids
+   */
+  advance(rows, n, ids = null) {
+    rows.forEach((row, i) => {
+      this.lengths[row] += n;
+      if (this.tokens && ids) {
+        const held = this.tokens[row];
+        for (const id of ids[i]) held.push(id);
+      }
+    });
+  }
+
+  /**
+   * Keep only the first KEEP tokens of ROW (a rewind): the rest is overwritten later.
+   * @param {number} row
+   * @param {number} keep
+   */
+  trim(row, keep) {
+    if (!(Number.isInteger(keep) && keep >= 0 && keep <= this.lengths[row])) {
+      throw new RangeError(`cannot keep ${keep} tokens of a row holding ${this.lengths[row]}`);
+    }
+    if (this.tokens) {
+      if (this.lengths[row] > this.switch && this.switch >= keep) this.stale.add(row);
+      this.tokens[row].length = keep;
+    }
+    this.lengths[row] = keep;
+  }
+
+  /** Empty ROW so that a new sequence can use its slot. @param {number} row */
+  clear(row) {
+    this.lengths[row] = 0;
+    if (this.tokens) {
+      this.tokens[row] = [];
+      this.stale.delete(row);
+    }
+  }
+
+  /**
+   * LongRoPE: whether ROW's whole sequence must run again before N more tokens (it crosses the
+   * switch, or was cut back under it); always false without a switch.
+   * @param {number} row
+   * @param {number} n
+   */
+  mustRerun(row, n) {
+    if (!this.tokens) return false;
+    const held = this.lengths[row];
+    return this.stale.has(row) || (held <= this.switch && this.switch < held + n);
   }
 }

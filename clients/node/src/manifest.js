@@ -66,6 +66,8 @@ const FIELDS = {
   'kv_cache.present_key': [true, isText, 'a name pattern'],
   'kv_cache.present_value': [true, isText, 'a name pattern'],
   'kv_cache.cache': [false, isText, 'text'],
+  'kv_cache.rope_switch': [false, orNull((x) => isWhole(x) && x >= 0), 'a whole number >= 0 or null'],
+  'kv_cache.model_head_size': [false, orNull(isPositive), 'a whole number >= 1 or null'],
   tokenizer: [true, isObject, 'an object'],
   'tokenizer.file': [true, isText, 'a file name'],
   'tokenizer.chat_template': [false, orNull(isText), 'a file name or null'],
