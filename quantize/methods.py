@@ -291,7 +291,7 @@ def weight_only(src: Path, dst: Path, options: QuantizeOptions, keep: list[str],
 
     from edgelm.export.graph import save_graph
     from edgelm.quantize.smoothing import input_maxima, smooth
-    from edgelm.quantize.tied_embedding import find_tie, lm_head_node, share_tied_embedding
+    from edgelm.quantize.tied_embedding import find_tie, lm_head_node, restore_tied_head, share_tied_embedding
 
     bits = WEIGHT_ONLY[options.method]
     # activation ranges first, from the file: calibration's session is closed before the weights are loaded
@@ -311,6 +311,8 @@ def weight_only(src: Path, dst: Path, options: QuantizeOptions, keep: list[str],
     algorithm = options.algorithm if bits == 4 else Algorithm.RTN
     symmetric = bits == 8  # int4: a zero point per block (RTN; HQQ fits its own)
     model = _matmul_nbits(model, bits, options.block, algorithm, exclude=keep, ops=("MatMul", *lookups), symmetric=symmetric)
+    if tie and head is not None and head in keep:
+        restore_tied_head(model, tie)  # a float head keeps reading the one float embedding
     save_graph(model, dst)
     return Quantized(f"int{bits}", "fp32", {"block_size": options.block, "algorithm": algorithm.value,
                                             "symmetric": symmetric, "accuracy_level": ACCURACY_LEVEL,

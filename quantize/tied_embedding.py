@@ -87,3 +87,24 @@ def share_tied_embedding(model: onnx.ModelProto, tie: Tie, block_size: int) -> b
     if not still_used:
         graph.initializer.remove(next(i for i in graph.initializer if i.name == tie.embedding))
     return True
+
+
+def restore_tied_head(model: onnx.ModelProto, tie: Tie) -> bool:
+    """Read a float LM head through Transpose(embedding) again, as export wrote it.
+
+    Quantization's pre-processing folds the Transpose into a second (H, V) matrix so the quantizers
+    can see the head; when the head is then kept float (--keep-float lm_head), that copy would double
+    the largest matrix of the bundle (Gemma 3 270M: +640 MB). Returns whether it was restored.
+    """
+    graph = model.graph
+    head = next((n for n in graph.node if n.op_type == "MatMul" and n.output[0] == tie.lm_head_output), None)
+    if head is None or not any(i.name == tie.embedding for i in graph.initializer):
+        return False
+    folded = head.input[1]
+    transposed = f"{tie.embedding}_transposed"
+    graph.node.insert(list(graph.node).index(head),
+                      helper.make_node("Transpose", [tie.embedding], [transposed], name="/lm_head/Transpose", perm=[1, 0]))
+    head.input[1] = transposed
+    if not any(folded in n.input for n in graph.node):
+        graph.initializer.remove(next(i for i in graph.initializer if i.name == folded))
+    return True

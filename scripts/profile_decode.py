@@ -3,6 +3,7 @@
     python scripts/profile_decode.py BUNDLE [--tokens 64] [--threads 2]
     python scripts/profile_decode.py GENAI_MODEL_FOLDER --genai     # onnxruntime-genai's graph, same prompt ids
     python scripts/profile_decode.py BUNDLE --no-profile             # decode step time only (compare graphs this way)
+    python scripts/profile_decode.py BUNDLE --context 1976 --tokens 33  # decode steps after a long prompt (deep decode)
 
 Prints kernel time by operator type and the slowest nodes (prefill included; it is one call of
 many), and the wall time per decode step beside the kernel time in it (the rest is the loop and
@@ -38,11 +39,14 @@ def main() -> None:
     p.add_argument("--reference", type=Path, default=Path("/work/conf-bundles/smollm2"),
                    help="with --genai: an edgelm bundle of the same model, for the prompt's token ids")
     p.add_argument("--genai", action="store_true", help="BUNDLE is an onnxruntime-genai model folder (genai_config.json)")
+    p.add_argument("--context", type=int, help="prompt of this many tokens (the prompt repeated) instead of the chat prompt")
     p.add_argument("--no-profile", action="store_true",
                    help="time the decode steps only: the profiler's cost per node would favour the graph with fewer nodes")
     args = p.parse_args()
     lm = load(args.reference, provider="cpu", threads=args.threads) if args.genai else load(args.bundle, provider="cpu", threads=args.threads)
     ids = lm.encode(PROMPT, chat=bool(lm.manifest.chat_template_file))
+    if args.context:
+        ids = (ids * (args.context // len(ids) + 1))[:args.context]
     options = ort.SessionOptions()
     options.enable_profiling = not args.no_profile
     options.intra_op_num_threads = args.threads
@@ -66,8 +70,10 @@ def main() -> None:
         return
     events = json.loads(Path(session.end_profiling()).read_text())
     runs = sorted((e["ts"], e["dur"]) for e in events if e.get("cat") == "Session" and e["name"] == "model_run")
-    prefill_end = runs[0][0] + runs[0][1]  # the first run is the prompt
+    prompt_runs = 1 if args.genai else -(-len(ids) // lm.graph.prefill_chunk)  # a long prompt runs in chunks
+    prefill_end = runs[prompt_runs - 1][0] + runs[prompt_runs - 1][1]
     by_node: collections.Counter = collections.Counter()
+    step_by_op: collections.Counter = collections.Counter()
     op_of = {}
     step_kernels = 0
     for e in events:
@@ -75,10 +81,14 @@ def main() -> None:
             node = e["name"].removesuffix("_kernel_time")
             by_node[node] += e["dur"]
             op_of[node] = e["args"].get("op_name")
-            step_kernels += e["dur"] if e["ts"] > prefill_end else 0
-    steps = len(runs) - 1
-    print(f"decode step: {1000 * step_seconds:.2f} ms wall, {np.mean([d for _, d in runs[1:]]) / 1000:.2f} ms in "
-          f"onnxruntime's run, {step_kernels / steps / 1000:.2f} ms of kernels ({steps} steps)")
+            if e["ts"] > prefill_end:
+                step_kernels += e["dur"]
+                step_by_op[op_of[node]] += e["dur"]
+    steps = len(runs) - prompt_runs
+    print(f"decode step after {len(ids)} prompt tokens: {1000 * step_seconds:.2f} ms wall, "
+          f"{np.mean([d for _, d in runs[prompt_runs:]]) / 1000:.2f} ms in onnxruntime's run, "
+          f"{step_kernels / steps / 1000:.2f} ms of kernels ({steps} steps): "
+          + ", ".join(f"{op} {us / steps / 1000:.2f}" for op, us in step_by_op.most_common(4)) + " ms")
     total = sum(by_node.values())
     by_op: collections.Counter = collections.Counter()
     for node, us in by_node.items():

@@ -423,8 +423,13 @@ def test_hqq_is_for_int4_only():
 # -- --keep-float -----------------------------------------------------------------------------------
 def test_keep_float_lm_head_leaves_a_plain_matmul_and_records_it(quantized):
     q = quantized("llama", Method.INT8, keep_float=("lm_head",))
-    nodes = onnx.load(str(q.out / q.manifest.graph_file)).graph.node
-    assert [n.op_type for n in nodes if "lm_head" in n.name] == ["MatMul"]
+    graph = onnx.load(str(q.out / q.manifest.graph_file)).graph
+    nodes = graph.node
+    # the float head reads the one float embedding through a Transpose, as export wrote it: not a folded copy
+    assert [n.op_type for n in nodes if "lm_head" in n.name] == ["Transpose", "MatMul"]
+    tables = [i for i in graph.initializer if len(i.dims) == 2 and sorted(i.dims) == sorted(
+        next(list(j.dims) for j in graph.initializer if j.name == "model.embed_tokens.weight"))]
+    assert len(tables) == 1
     kept = q.manifest.precision["options"]["kept_float"]
     assert kept and all("lm_head" in k for k in kept)
     assert q.manifest.precision["options"]["tied_embedding_shared"] is False  # the head is float: nothing to share
