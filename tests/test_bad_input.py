@@ -140,34 +140,19 @@ def test_failed_parity_writes_nothing_and_keeps_an_old_bundle(checkpoints, tmp_p
     assert not list(tmp_path.glob(".out.*"))
 
 
-def test_a_head_size_the_attention_operator_cannot_take_is_one_clear_line(tmp_path):
-    """GroupQueryAttention needs head sizes that are multiples of 16: say so before writing anything."""
-    from tests import tiny
-
-    config_cls, kwargs, make_tokenizer = tiny.DECODERS["llama"]
-    folder = tmp_path / "ckpt"
-    tiny.DECODERS["llama-head8"] = (config_cls, {**kwargs, "hidden_size": 32}, make_tokenizer)  # 4 heads of 8
-    try:
-        tiny.save_decoder("llama-head8", folder)
-    finally:
-        del tiny.DECODERS["llama-head8"]
-    assert_one_line_error(run_cli("export", folder, tmp_path / "out"), "head size 8 is not a multiple of 16")
-    assert_nothing_written(tmp_path / "out")
-
-
 def copy_of(checkpoints, name: str, tmp_path: Path) -> Path:
     folder = tmp_path / "ckpt"
     shutil.copytree(checkpoints(name), folder)
     return folder
 
 
-def test_a_causal_gemma3_is_refused_naming_the_attention_it_would_need(checkpoints, tmp_path):
-    """gemma3_text exports as an embedding model (bidirectional attention); its causal decoder form is another family."""
+def test_embedding_a_causal_gemma3_is_refused_naming_the_decoder_it_is(checkpoints, tmp_path):
+    """gemma3_text embeds only with bidirectional attention (EmbeddingGemma); a causal one is the gemma3 decoder."""
     folder = copy_of(checkpoints, "gemma3_text/feature-extraction", tmp_path)
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, "use_bidirectional_attention": False}))
-    assert_one_line_error(run_cli("export", folder, tmp_path / "out"), "'gemma3_text' is supported only",
-                          "use_bidirectional_attention=True")
+    assert_one_line_error(run_cli("export", folder, tmp_path / "out", "--task", "feature-extraction"),
+                          "'feature-extraction'", "gemma3_text", "decoder")
     assert_nothing_written(tmp_path / "out")
 
 
