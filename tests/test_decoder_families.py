@@ -14,7 +14,7 @@ from transformers import GenerationConfig
 
 from edgelm.export.families import Kind, family_for
 from edgelm.quantize import Method, QuantizeOptions, quantize
-from edgelm.runtime import load
+from edgelm.runtime import load, verify
 from edgelm.runtime.generator import Generator, GeneratorParams
 from tests import tiny
 from tests.test_bad_input import assert_nothing_written, assert_one_line_error, run_cli
@@ -140,13 +140,14 @@ def test_rewinding_and_a_second_turn_continue_like_a_fresh_generator(lm_of, name
 
 @pytest.mark.parametrize("method", [Method.INT8, Method.INT4], ids=lambda m: m.value)
 @pytest.mark.parametrize("name", CASES)
-def test_int8_and_int4_bundles_load_and_pass_edgelm_verify(bundles, tmp_path, name, method):
+def test_int8_and_int4_bundles_load_and_pass_verify(bundles, tmp_path, name, method):
+    """The quantized bundle passes what `edgelm verify` runs (checksums, then its conformance vectors), in process."""
     src, _ = bundles(name)
     out = tmp_path / f"{name}-{method.value}"
     manifest = quantize(src, out, QuantizeOptions(method, gate=False), progress=False)
     assert manifest.precision["method"] == method.value
-    result = run_cli("verify", out, "--provider", "cpu")
-    assert result.returncode == 0, result.stdout + result.stderr
+    report = verify(out, provider="cpu")
+    assert report.passed, report
     lm = load(out, provider="cpu")
     assert len(lm.complete([PROMPTS[0]], max_new_tokens=8)[0].token_ids) >= 1
 
