@@ -85,34 +85,35 @@ class Model:
         return self.g.op("Mul", f"{name}/Mul", [x, self.g.const(f"{name}/factor", np.array(factor, np.float32))])
 
     # -- the residual stream -----------------------------------------------------------------
+    def _pending(self, terms: tuple[Term, ...], name: str) -> tuple[str | None, np.ndarray | None]:
+        """TERMS as one tensor (Add nodes when there are several) and their biases summed (None when they have none)."""
+        total = None
+        for term in terms:
+            total = term.name if total is None else self.g.op("Add", self.unique(f"{name}/branches/Add"), [total, term.name])
+        biases = [t.bias for t in terms if t.bias is not None]
+        return total, (np.sum(biases, axis=0).astype(np.float32) if biases else None)
+
     def value(self, x: Residual | Term, name: str) -> str:
         """X's tensor, its pending terms and biases added (Add nodes)."""
         if isinstance(x, Term):
-            x = Residual(x.name) if x.bias is None else Residual(x.name, (Term("", x.bias),))
-        total = x.base
-        for term in x.terms:
-            if term.name:
-                total = self.g.op("Add", self.unique(f"{name}/Add"), [total, term.name])
-            if term.bias is not None:
-                total = self.g.op("Add", self.unique(f"{name}/Add"), [total, self.g.const(self.unique(f"{name}.bias"), term.bias)])
-        return total
+            base, total, bias = x.name, None, x.bias
+        else:
+            base, (total, bias) = x.base, self._pending(x.terms, name)
+        if total is not None:
+            base = self.g.op("Add", self.unique(f"{name}/Add"), [base, total])
+        if bias is not None:
+            base = self.g.op("Add", self.unique(f"{name}/Add"), [base, self.g.const(self.unique(f"{name}.bias"), bias)])
+        return base
 
     def norm(self, name: str, role: str, x: Residual | Term, layer: int | None = None) -> tuple[str, Residual]:
         """Normalise X with the checkpoint's ROLE weights; returns (normed, X's stream with its terms added).
 
-        With one pending term (the usual case) the add and the norm are one Skip*Normalization.
+        With pending terms the add and the norm are one Skip*Normalization (several terms are summed first).
         """
         gamma, beta = self.weights.norm(role, layer)
         if isinstance(x, Term):
             x = Residual(self.value(x, name))
-        skip, bias = None, None
-        if x.terms:
-            named = [t.name for t in x.terms if t.name]
-            skip = named[0]
-            for other in named[1:]:
-                skip = self.g.op("Add", self.unique(f"{name}/branches/Add"), [skip, other])
-            biases = [t.bias for t in x.terms if t.bias is not None]
-            bias = np.sum(biases, axis=0).astype(np.float32) if biases else None
+        skip, bias = self._pending(x.terms, name)
         normed, residual = ops.norm(self.g, name, self.spec.norm, self.epsilon, gamma, beta, x.base, skip, bias)
         return normed, Residual(residual)
 

@@ -53,7 +53,7 @@ def build_decoder_graph(model: Any, family: Family, config: Any,
     ids = g.input(INPUT_IDS, np.int64, [BATCH, SEQUENCE])
     lengths = g.input(SEQUENCE_LENGTHS, np.int32, [BATCH])
     keep = g.input(LOGITS_TO_KEEP, np.int64, [1])
-    vocab = weights.array("embed").shape[0] if weights.lm_head_is_embedding() else weights.array("lm_head").shape[0]
+    vocab = weights.weight_tensor("embed" if weights.lm_head_is_embedding() else "lm_head").shape[0]  # no copy read for a shape
     g.output(LOGITS, np.float32, [BATCH, KEPT, vocab])
     cache = _cache_io(g, layout)
     seqlens_k = g.op("Sub", "/lengths/Sub", [lengths, g.const("/lengths/one", np.array(1, np.int32))])  # (B,) total - 1

@@ -33,10 +33,7 @@ class DecoderWeights:
         return self.params.get(f"{module}.{part}")
 
     def array(self, role: str, layer: int | None = None, part: str = "weight") -> np.ndarray | None:
-        tensor = self._tensor(role, layer, part)
-        if tensor is None and part == "weight":
-            module = self.layers.weights[role].format(i=layer)
-            raise ExportError(f"the checkpoint has no {module}.weight ({role}); its layout does not match the family declaration")
+        tensor = self.weight_tensor(role, layer) if part == "weight" else self._tensor(role, layer, part)
         return None if tensor is None else tensor.detach().float().numpy().copy()
 
     def linear(self, *roles: str, layer: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -61,13 +58,13 @@ class DecoderWeights:
 
     def lm_head_is_embedding(self) -> bool:
         """True when the LM head is the input embedding (tied): the graph then stores it once."""
-        head, embed = self.array_tensor("lm_head"), self.array_tensor("embed")
+        head, embed = self.weight_tensor("lm_head"), self.weight_tensor("embed")
         return head is embed or head.data_ptr() == embed.data_ptr()
 
-    def array_tensor(self, role: str) -> Any:
+    def weight_tensor(self, role: str, layer: int | None = None) -> Any:
         """ROLE's weight tensor as the model holds it (a tied LM head is the embedding's own Parameter)."""
-        tensor = self._tensor(role, None, "weight")
+        tensor = self._tensor(role, layer, "weight")
         if tensor is None:
-            raise ExportError(f"the checkpoint has no {self.layers.weights[role]}.weight ({role}); "
-                              "its layout does not match the family declaration")
+            module = self.layers.weights[role].format(i=layer)
+            raise ExportError(f"the checkpoint has no {module}.weight ({role}); its layout does not match the family declaration")
         return tensor
