@@ -85,7 +85,7 @@ class DecoderGraph:
         Returns logits (len(IDS), vocab). Slots past len(IDS) do not run (an open batch's unused tail).
         """
         width = len(ids)
-        rerun = [r for r in np.flatnonzero(live) if cache.must_rerun(int(r), 1)]
+        rerun = [r for r in np.flatnonzero(live) if cache.must_rerun(int(r), 1)] if cache.tokens is not None else []
         if rerun:  # LongRoPE rows crossing the switch run alone; the others step
             live = live.copy()
             live[rerun] = False
