@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[export,quantize,serve,batch,ray,test]"
+	$(BIN)/python -m pip install --quiet -e ".[export,quantize,serve,batch,ray,bench,test]"
 	touch $(STAMP)
 
 install: $(STAMP)

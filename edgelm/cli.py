@@ -103,19 +103,21 @@ def verify_cmd(bundle: Path, provider: str, threads: int | None, as_json: bool):
 @cli.command("quantize")
 @click.argument("src", type=click.Path(path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))
-@click.option("--method", type=click.Choice(["int8-per-token", "int8-dynamic", "int8-static", "int8", "int4"]), default=None,
+@click.option("--method", type=click.Choice(["int8-per-token", "int8-dynamic", "int8-static", "int8", "int4", "int4-mixed"]), default=None,
               help="Default: int8 (weight-only) for decoders, int8-per-token for encoders.")
 @click.option("--calibration", "calibration_file", type=click.Path(path_type=Path), default=None,
-              help="int8-static, SmoothQuant (int8, int4) and --kv-cache int8: calibration texts, one per line [default: edgelm's built-in sentences].")
+              help="int8-static, SmoothQuant (int8, int4), int4-mixed's sensitivities and --kv-cache int8: calibration texts, one per line [default: built-in sentences and texts of five domains].")
 @click.option("--calibrate-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax", show_default=True)
 @click.option("--eval-file", type=click.Path(path_type=Path), default=None,
-              help="Gate texts: running prose for decoders, one text per line for encoders [default: built-in].")
-@click.option("--max-ppl-increase", type=float, default=None, help="Decoder gate: allowed relative perplexity rise [default: 0.03 int8, 0.30 int4].")
+              help="Gate texts: running text for decoders (scored as one more domain beside the built-in suite), one text per line for encoders [default: built-in].")
+@click.option("--eval-domains", default=None, metavar="LIST",
+              help="Decoders: the built-in suite's domains to score, comma-separated (prose,code,technical,legal,dialogue,german) [default: all].")
+@click.option("--max-ppl-increase", type=float, default=None, help="Decoder gate: allowed relative perplexity rise [default: 0.03 int8, 0.30 int4, 0.25 int4-mixed]; holds on every domain.")
 @click.option("--min-cosine", type=float, default=None, help="Embedding gate: minimum mean cosine [default: 0.99 int8, 0.97 int4].")
 @click.option("--keep-float", multiple=True, help="Keep nodes in float: a preset (lm_head, embeddings, attention, mlp) or an fnmatch pattern on node names; repeatable.")
-@click.option("--block-size", type=int, default=None, help="int8/int4 weight-only block size [default: 32 int8, 64 int4].")
+@click.option("--block-size", type=int, default=None, help="int8/int4 weight-only block size [default: 32 int8, 64 int4, 32 int4-mixed].")
 @click.option("--algorithm", type=click.Choice(["rtn", "hqq"]), default="rtn", show_default=True,
-              help="int4 rounding: rtn (round-to-nearest, a zero point per block) or hqq (float zero points; needs torch).")
+              help="int4/int4-mixed rounding: rtn (round-to-nearest, a zero point per block) or hqq (float zero points; needs torch).")
 @click.option("--smooth", "smoothing", type=float, default=None,
               help="int8/int4: SmoothQuant alpha, moving activation outliers into the weights (0 turns it off)  [default: 0.5].")
 @click.option("--kv-cache", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True,
@@ -125,7 +127,7 @@ def verify_cmd(bundle: Path, provider: str, threads: int | None, as_json: bool):
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 @one_line_errors
 def quantize_cmd(src: Path, out: Path, method: str | None, calibration_file: Path | None, calibrate_method: str,
-                 eval_file: Path | None, max_ppl_increase: float | None, min_cosine: float | None,
+                 eval_file: Path | None, eval_domains: str | None, max_ppl_increase: float | None, min_cosine: float | None,
                  keep_float: tuple[str, ...], block_size: int | None, algorithm: str, smoothing: float | None, kv_cache: str, per_tensor: bool,
                  no_gate: bool, force: bool):
     """Quantize a float bundle to INT8/INT4, gate it against the float bundle, print what it did."""
@@ -140,6 +142,7 @@ def quantize_cmd(src: Path, out: Path, method: str | None, calibration_file: Pat
                               per_channel=not per_tensor,
                               calibration=Calibration(calibrate_method), calibration_file=calibration_file,
                               eval_file=eval_file, max_ppl_increase=max_ppl_increase, min_mean_cosine=min_cosine,
+                              eval_domains=tuple(d.strip() for d in eval_domains.split(",") if d.strip()) if eval_domains else None,
                               gate=not no_gate)
     manifest = quantize(src, out, options, force=force)
     print_quantize_summary(src, out, manifest)

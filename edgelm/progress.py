@@ -34,9 +34,14 @@ class Steps:
 
     @contextmanager
     def step(self, description: str) -> Iterator[None]:
-        self._progress.update(self._task, description=f"{self._title}: {description}")
+        self._description = f"{self._title}: {description}"
+        self._progress.update(self._task, description=self._description)
         yield
         self._progress.advance(self._task)
+
+    def note(self, done: str) -> None:
+        """Within a long step: say what part of it is DONE (a domain scored, a tensor measured)."""
+        self._progress.update(self._task, description=f"{self._description} ({done})")
 
 
 class RateColumn(ProgressColumn):

@@ -160,8 +160,10 @@ def accuracy_cells(accuracy: dict) -> str:
     """The gate's headline numbers, for tables."""
     if "perplexity_increase" in accuracy:
         kl = f", KL {accuracy['kl_divergence']:.4f}" if "kl_divergence" in accuracy else ""  # bundles before KL was recorded
+        worst = accuracy.get("worst")  # bundles before the evaluation suite scored one text
+        worst = f"; worst {worst['domain']} {worst['perplexity_increase']:+.2%}" if worst else ""
         return (f"ppl {accuracy['perplexity_float']:.2f} -> {accuracy['perplexity_quantized']:.2f} "
-                f"({accuracy['perplexity_increase']:+.2%}), top-1 agreement {accuracy['top1_agreement']:.1%}{kl}")
+                f"({accuracy['perplexity_increase']:+.2%}), top-1 agreement {accuracy['top1_agreement']:.1%}{kl}{worst}")
     if "mean_cosine" in accuracy:
         return f"cosine mean {accuracy['mean_cosine']:.4f}, min {accuracy['min_cosine']:.4f}"
     return f"label agreement {accuracy['label_agreement']:.1%} of {accuracy['compared']}"
@@ -187,6 +189,12 @@ def print_quantize_summary(src: Path, out: Path, manifest: Manifest) -> None:
     table.add_row("speed here", speed_before, speed_after, ratio)
     table.add_row("accuracy", "", accuracy_cells(acc), _limits(acc))
     console.print(table)
+    if acc.get("domains"):
+        domains = Table("domain", "tokens", "ppl float", "ppl quantized", "change", "top-1", "KL", box=None, padding=(0, 2))
+        for name, r in acc["domains"].items():
+            domains.add_row(name, str(r["eval_tokens"]), f"{r['perplexity_float']:.2f}", f"{r['perplexity_quantized']:.2f}",
+                            f"{r['perplexity_increase']:+.2%}", f"{r['top1_agreement']:.1%}", f"{r['kl_divergence']:.4f}")
+        console.print(domains)
     for row in acc.get("greedy", []):
         same = "identical" if row["first_difference"] is None else f"differ from token {row['first_difference']}"
         console.print(f"  [bold]{row['prompt']}[/] ({same})\n    float:     {row['float']!r}\n    quantized: {row['quantized']!r}")

@@ -1,9 +1,10 @@
 """The accuracy gate: a quantized bundle against its float bundle, both run through edgelm.runtime.
 
-Decoders: perplexity of both on evaluation prose (non-overlapping windows, teacher forcing) and
-its relative increase; next-token top-1 agreement and mean KL divergence (float || quantized) at
-every position; the first 32 greedy
-tokens on a few prompts, side by side. Encoders: cosine of embeddings (mean and minimum), or
+Decoders: perplexity of both on each text of the evaluation suite (quantize/eval_suite.py: prose,
+code, technical, legal, dialogue, German, and the user's --eval-file; non-overlapping windows,
+teacher forcing) and its relative increase; next-token top-1 agreement and mean KL divergence
+(float || quantized) at every position; the worst and median domain; the first 32 greedy tokens
+on a few prompts, side by side. The perplexity limit holds for every domain. Encoders: cosine of embeddings (mean and minimum), or
 agreement of predicted labels (classifiers: per text; token classifiers and fill-mask: per
 token). A result passes when every number is inside its method's thresholds.
 """
@@ -31,13 +32,15 @@ class Thresholds:
     min_label_agreement: float
 
 
-# INT8 as the issue sets it; INT4 from what 4 bits cost a 135M-parameter model (SmolLM2: +25% ppl).
+# INT8 as the issue sets it; INT4 from what 4 bits cost a 135M-parameter model (SmolLM2: +21% to +31% on five domains,
+# +59% on German); INT4_MIXED from llama.cpp's Q4_K_M on the same model (+5% to +17% per domain; ours +6% to +20%).
 THRESHOLDS = {
     Method.INT8_PER_TOKEN: Thresholds(0.03, 0.99, 0.97, 0.95),
     Method.INT8_DYNAMIC: Thresholds(0.03, 0.99, 0.97, 0.95),
     Method.INT8_STATIC: Thresholds(0.03, 0.99, 0.97, 0.95),
     Method.INT8: Thresholds(0.03, 0.99, 0.97, 0.95),
     Method.INT4: Thresholds(0.30, 0.97, 0.90, 0.90),
+    Method.INT4_MIXED: Thresholds(0.25, 0.97, 0.90, 0.90),
 }
 
 
@@ -52,39 +55,73 @@ def thresholds_for(options: QuantizeOptions) -> Thresholds:
 
 
 # -- decoders ---------------------------------------------------------------------------------
-def _log_probs(lm: Any, ids: list[int]) -> np.ndarray:
-    """(len(ids), vocab) log-probabilities of the token after each of IDS, teacher-forced (float64)."""
-    logits = lm.graph.score(ids).astype(np.float64)
-    shifted = logits - logits.max(-1, keepdims=True)
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Log-probabilities of LOGITS (.., vocab), in float64."""
+    shifted = logits.astype(np.float64) - logits.max(-1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
 
 
-def compare_next_tokens(float_lm: Any, quant_lm: Any, ids: list[int]) -> dict[str, float]:
-    """Both models on IDS in non-overlapping windows: perplexities, top-1 agreement and mean KL(float || quantized).
+def _log_probs(lm: Any, ids: list[int]) -> np.ndarray:
+    """(len(ids), vocab) log-probabilities of the token after each of IDS, teacher-forced (float64)."""
+    return log_softmax(lm.graph.score(ids))
 
-    The KL divergence of the whole next-token distribution is the steadier number: the same int8 bundle's
-    perplexity increase moves by +-0.5% from one text to another, its KL by a few percent.
-    """
+
+def next_token_scores(float_lm: Any, quant_lm: Any, ids: list[int]) -> dict[str, np.ndarray]:
+    """Per position of IDS (non-overlapping windows): both models' negative log-likelihoods, whether their top-1
+    agree, and KL(float || quantized) of the whole next-token distribution."""
     window = min(WINDOW, float_lm.manifest.max_context)
-    nll_float, nll_quant, agree, kl = [], [], [], []
+    parts: dict[str, list[np.ndarray]] = {"nll_float": [], "nll_quantized": [], "agree": [], "kl": []}
     for start in range(0, len(ids) - 1, window):
         chunk = ids[start:start + window + 1]
         if len(chunk) < 2:
             break
         a, b = _log_probs(float_lm, chunk[:-1]), _log_probs(quant_lm, chunk[:-1])  # (n, vocab) each
         targets = (np.arange(len(chunk) - 1), chunk[1:])
-        nll_float.append(-a[targets])
-        nll_quant.append(-b[targets])
-        agree.append(a.argmax(-1) == b.argmax(-1))
-        kl.append((np.exp(a) * (a - b)).sum(-1))
-    return {"perplexity_float": float(np.exp(np.concatenate(nll_float).mean())),
-            "perplexity_quantized": float(np.exp(np.concatenate(nll_quant).mean())),
-            "top1_agreement": float(np.concatenate(agree).mean()), "kl_divergence": float(np.concatenate(kl).mean())}
+        parts["nll_float"].append(-a[targets])
+        parts["nll_quantized"].append(-b[targets])
+        parts["agree"].append(a.argmax(-1) == b.argmax(-1))
+        parts["kl"].append((np.exp(a) * (a - b)).sum(-1))
+    return {k: np.concatenate(v) for k, v in parts.items()}
 
 
-def evaluate_decoder(float_lm: Any, quant_lm: Any, ids: list[int], limits: Thresholds) -> dict[str, Any]:
-    scores = compare_next_tokens(float_lm, quant_lm, ids)
-    ppl_float, ppl_quant = scores["perplexity_float"], scores["perplexity_quantized"]
+def summarize(scores: dict[str, np.ndarray]) -> dict[str, float]:
+    """Perplexities, their relative increase, top-1 agreement and mean KL of per-position SCORES.
+
+    The KL divergence of the whole next-token distribution is the steadier number: the same int8 bundle's
+    perplexity increase moves by +-0.5% from one text to another, its KL by a few percent.
+    """
+    ppl_float, ppl_quant = (float(np.exp(scores[k].mean())) for k in ("nll_float", "nll_quantized"))
+    return {"eval_tokens": int(scores["kl"].size), "perplexity_float": ppl_float, "perplexity_quantized": ppl_quant,
+            "perplexity_increase": ppl_quant / ppl_float - 1, "top1_agreement": float(scores["agree"].mean()),
+            "kl_divergence": float(scores["kl"].mean())}
+
+
+def compare_next_tokens(float_lm: Any, quant_lm: Any, ids: list[int]) -> dict[str, float]:
+    """Both models on IDS: `summarize` of `next_token_scores`."""
+    return summarize(next_token_scores(float_lm, quant_lm, ids))
+
+
+def evaluate_decoder(float_lm: Any, quant_lm: Any, texts: dict[str, list[int]], limits: Thresholds,
+                     progress: Any = None) -> dict[str, Any]:
+    """Every domain of TEXTS scored, the gate judging the worst one's perplexity increase.
+
+    The top-level perplexities, agreement and KL pool every text's tokens; `domains` has each text's own,
+    `worst` and `median` the extremes over domains that the gate and the benchmarks quote.
+    """
+    per_text = {}
+    for domain, ids in texts.items():
+        per_text[domain] = next_token_scores(float_lm, quant_lm, ids)
+        if progress is not None:
+            progress(domain)
+    pooled = summarize({k: np.concatenate([s[k] for s in per_text.values()]) for k in ("nll_float", "nll_quantized", "agree", "kl")})
+    domains = {d: summarize(s) for d, s in per_text.items()}
+    increases = {d: r["perplexity_increase"] for d, r in domains.items()}
+    worst = max(increases, key=increases.get)
+    kls = {d: r["kl_divergence"] for d, r in domains.items()}
+    spread = {"worst": {"domain": worst, "perplexity_increase": increases[worst], "kl_divergence": max(kls.values()),
+                        "kl_domain": max(kls, key=kls.get)},
+              "median": {"perplexity_increase": float(np.median(list(increases.values()))),
+                         "kl_divergence": float(np.median(list(kls.values())))}}
     chat = bool(float_lm.manifest.chat_template_file)
     greedy = []
     for prompt in PROMPTS:
@@ -93,13 +130,11 @@ def evaluate_decoder(float_lm: Any, quant_lm: Any, ids: list[int], limits: Thres
         if same is None and len(a.token_ids) != len(b.token_ids):
             same = min(len(a.token_ids), len(b.token_ids))
         greedy.append({"prompt": prompt, "float": a.text, "quantized": b.text, "first_difference": same})
-    increase = ppl_quant / ppl_float - 1
-    failures = []
-    if increase > limits.max_ppl_increase:
-        failures.append(f"perplexity rose by {increase:.1%} ({ppl_float:.3f} -> {ppl_quant:.3f}), over the allowed "
-                        f"{limits.max_ppl_increase:.1%}")
-    return {"eval_tokens": len(ids), **scores, "perplexity_increase": increase,
-            "greedy": greedy, "thresholds": asdict(limits), "failures": failures, "passed": not failures}
+    failures = [f"perplexity on {d} rose by {r['perplexity_increase']:.1%} ({r['perplexity_float']:.3f} -> "
+                f"{r['perplexity_quantized']:.3f}), over the allowed {limits.max_ppl_increase:.1%}"
+                for d, r in domains.items() if r["perplexity_increase"] > limits.max_ppl_increase]
+    return {**pooled, "domains": domains, **spread, "greedy": greedy, "thresholds": asdict(limits),
+            "failures": failures, "passed": not failures}
 
 
 # -- encoders ---------------------------------------------------------------------------------

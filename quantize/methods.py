@@ -7,6 +7,7 @@
 | int8-static   | QDQ INT8 weights and activations, calibrated on text (quantize_static) |  |
 | int8          | weight-only INT8, block-wise (MatMulNBits), float activations | decoders |
 | int4          | weight-only INT4, block-wise (MatMulNBits + 4-bit GatherBlockQuantized) |  |
+| int4-mixed    | int4, with the MatMuls most sensitive at 4 bits (measured KL on calibration text) at 8 bits, as llama.cpp's Q4_K_M keeps some tensors at 6 |  |
 
 Defaults come from measurements on this project's real models (docs/benchmarks.md): for
 SmolLM2, int8-dynamic raised perplexity by 71% while weight-only int8 kept it within 0.3% and
@@ -34,6 +35,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgelm.errors import QuantizeError, warn
+from edgelm.quantize.eval_suite import check_domains
 
 if TYPE_CHECKING:
     import onnx
@@ -47,6 +49,7 @@ class Method(str, Enum):
     INT8_STATIC = "int8-static"
     INT8 = "int8"
     INT4 = "int4"
+    INT4_MIXED = "int4-mixed"
 
 
 class Algorithm(str, Enum):
@@ -85,11 +88,17 @@ def default_method(is_decoder: bool) -> Method:
     return Method.INT8 if is_decoder else Method.INT8_PER_TOKEN
 
 
-WEIGHT_ONLY = {Method.INT8: 8, Method.INT4: 4}  # bits
+WEIGHT_ONLY = {Method.INT8: 8, Method.INT4: 4, Method.INT4_MIXED: 4}  # bits (int4-mixed: of the MatMuls not chosen for 8)
+FOUR_BIT = (Method.INT4, Method.INT4_MIXED)
 # Block size along K, measured on SmolLM2 with SmoothQuant (docs/benchmarks.md): int8 at 32 and 64 decode alike and
 # 32 is twice as accurate (KL 0.0021 vs 0.0035); int4 at 64 with zero points decodes ~15% faster than at 32
 # (onnxruntime's 4-bit kernel pays per block) at KL 0.16 (32: 0.12; 64 symmetric: 0.19).
-BLOCK_SIZES = {Method.INT8: 32, Method.INT4: 64}
+BLOCK_SIZES = {Method.INT8: 32, Method.INT4: 64, Method.INT4_MIXED: 32}
+# int4-mixed: the share of the 4-bit MatMuls' weights (by element) kept at 8 bits, most sensitive first, and the
+# calibration tokens each sensitivity is measured on (the first SENSITIVITY_TOKENS of every calibration text).
+EIGHT_BIT_SHARE = 0.25
+SENSITIVITY_TOKENS = 48
+EIGHT_BIT_BLOCK = 64  # int4-mixed's 8-bit MatMuls and LM head: 0.5 bit per weight of scales, against 1 at 32
 HEAD_BLOCK = 32  # the 8-bit LM head (and tied lookup): 32 decodes as fast as 64 at int8, and the head's error dominates
 # SmoothQuant's alpha for int8/int4 (quantize/smoothing.py). Measured on SmolLM2: mean KL from float 0.0040 ->
 # 0.0021 (int8) and 0.26 -> 0.14 (int4) at 0.5; 0.4-0.75 all within 15% of that (docs/benchmarks.md).
@@ -111,7 +120,8 @@ class QuantizeOptions:
     smoothing: float | None = None  # SmoothQuant alpha for int8/int4 (0 = off); None: DEFAULT_SMOOTHING
     calibration: Calibration = Calibration.MINMAX  # int8-static
     calibration_file: Path | None = None  # int8-static, SmoothQuant and int8 KV-cache texts, one per line
-    eval_file: Path | None = None  # gate texts (prose for decoders, lines for encoders)
+    eval_file: Path | None = None  # gate texts (one more domain for decoders, lines for encoders)
+    eval_domains: tuple[str, ...] | None = None  # decoders: the part of the built-in suite to score; None: all
     max_ppl_increase: float | None = None  # None: the method's default threshold
     min_mean_cosine: float | None = None
     gate: bool = True
@@ -142,17 +152,19 @@ class QuantizeOptions:
             problems.append(f"--max-ppl-increase is a fraction (0.03 = 3%), got {self.max_ppl_increase}")
         if self.min_mean_cosine is not None and not 0 < self.min_mean_cosine <= 1:
             problems.append(f"--min-cosine must be in (0, 1], got {self.min_mean_cosine}")
-        if self.algorithm is not Algorithm.RTN and self.method is not Method.INT4:
-            problems.append(f"--algorithm {self.algorithm.value} is for --method int4, not {self.method.value}")
+        if self.algorithm is not Algorithm.RTN and self.method not in FOUR_BIT:
+            problems.append(f"--algorithm {self.algorithm.value} is for --method int4 and int4-mixed, not {self.method.value}")
         smooths = self.method in WEIGHT_ONLY and self.smoothing != 0
-        if self.calibration_file is not None and self.method is not Method.INT8_STATIC and self.kv_cache is KVCache.FP32 \
-                and not smooths:
-            problems.append(f"--calibration is used by --method int8-static, int8/int4 with SmoothQuant and --kv-cache int8 only, "
+        if self.calibration_file is not None and self.method not in (Method.INT8_STATIC, Method.INT4_MIXED) \
+                and self.kv_cache is KVCache.FP32 and not smooths:
+            problems.append(f"--calibration is used by --method int8-static and int4-mixed, int8/int4 with SmoothQuant and "
+                            f"--kv-cache int8 only, "
                             f"not {self.method.value}" + (" with --smooth 0" if self.method in WEIGHT_ONLY else ""))
         if self.smoothing is not None and self.method not in WEIGHT_ONLY:
             problems.append(f"--smooth is for --method int8 and int4 (weight-only), not {self.method.value}")
         elif self.smoothing is not None and not 0 <= self.smoothing <= 1:
             problems.append(f"--smooth is SmoothQuant's alpha in [0, 1] (0 turns it off), got {self.smoothing}")
+        problems += check_domains(self.eval_domains)
         if problems:
             raise QuantizeError(*problems)
 
@@ -277,7 +289,7 @@ def int8_static(src: Path, dst: Path, options: QuantizeOptions, keep: list[str],
 
 
 def weight_only(src: Path, dst: Path, options: QuantizeOptions, keep: list[str],
-                calibration: "CalibrationPrompts | None" = None) -> Quantized:
+                calibration: "CalibrationPrompts | None" = None, progress=None) -> Quantized:
     """Block-wise MatMulNBits in two passes: the LM head at 8 bits, then every other MatMul at the
     method's bits (int4: with options.algorithm). A tied embedding's lookup reads the head's 8-bit
     bytes (stored once); an untied one is quantized to 4 bits by int4 and left float by int8.
@@ -285,7 +297,9 @@ def weight_only(src: Path, dst: Path, options: QuantizeOptions, keep: list[str],
     Why the head stays 8-bit at int4: measured on SmolLM2, a 4-bit head and embedding nearly double
     the KL divergence from float (0.24 against 0.13, blocks of 32 with SmoothQuant), and the shared
     8-bit matrix is smaller than two 4-bit ones (docs/benchmarks.md). With options.alpha, SmoothQuant scales are first folded into the
-    float weights (quantize/smoothing.py), their activation ranges taken on CALIBRATION.
+    float weights (quantize/smoothing.py), their activation ranges taken on CALIBRATION. int4-mixed first
+    moves the MatMuls most sensitive at 4 bits to 8 (`_sensitive_matmuls`, measured on CALIBRATION). 4-bit RTN
+    weights get each block's range searched first (quantize/clipping.py).
     """
     import onnx
 
@@ -295,7 +309,7 @@ def weight_only(src: Path, dst: Path, options: QuantizeOptions, keep: list[str],
 
     bits = WEIGHT_ONLY[options.method]
     # activation ranges first, from the file: calibration's session is closed before the weights are loaded
-    maxima = input_maxima(src, calibration.layout, list(calibration.text)) if options.alpha else {}
+    maxima = input_maxima(src, calibration.layout, [list(t) for t in calibration.texts]) if options.alpha else {}
     model = onnx.load(str(src))
     smoothed = smooth(model, maxima, options.alpha) if maxima else 0
     head = lm_head_node(model)
@@ -303,10 +317,20 @@ def weight_only(src: Path, dst: Path, options: QuantizeOptions, keep: list[str],
     shared = False
     head_block = None
     if head is not None and head not in keep:
-        head_block = _head_block(model, head, min(options.block, HEAD_BLOCK))
+        largest = EIGHT_BIT_BLOCK if options.method is Method.INT4_MIXED else min(options.block, HEAD_BLOCK)
+        head_block = _head_block(model, head, largest)
         others = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.name != head]
         model = _matmul_nbits(model, 8, head_block, Algorithm.RTN, exclude=others, ops=("MatMul",), symmetric=True)
         shared = bool(tie) and tie.gather not in keep and share_tied_embedding(model, tie, head_block)
+    extra = {}  # what int4-mixed and clipping did, for the record
+    if options.method is Method.INT4_MIXED:
+        eight, extra = _sensitive_matmuls(model, keep, options, calibration, progress)
+        others = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.name not in eight]
+        model = _matmul_nbits(model, 8, EIGHT_BIT_BLOCK, Algorithm.RTN, exclude=others, ops=("MatMul",), symmetric=True)
+    if bits == 4 and options.algorithm is Algorithm.RTN:
+        from edgelm.quantize.clipping import clip_matmuls
+
+        extra["clipped_matmuls"] = clip_matmuls(model, bits, options.block, keep, progress)
     lookups = ("Gather",) if bits == 4 and not shared else ()  # onnxruntime's quantizer writes only 4-bit lookups
     algorithm = options.algorithm if bits == 4 else Algorithm.RTN
     symmetric = bits == 8  # int4: a zero point per block (RTN; HQQ fits its own)
@@ -319,7 +343,26 @@ def weight_only(src: Path, dst: Path, options: QuantizeOptions, keep: list[str],
                                             "lm_head_bits": 8 if head is not None and head not in keep else None,
                                             "lm_head_block_size": head_block,
                                             "tied_embedding_shared": shared,
-                                            "smoothing": {"alpha": options.alpha, "matmuls": smoothed} if smoothed else None})
+                                            "smoothing": {"alpha": options.alpha, "matmuls": smoothed} if smoothed else None,
+                                            **extra})
+
+
+def _sensitive_matmuls(model, keep: list[str], options: QuantizeOptions, calibration: "CalibrationPrompts",
+                       progress) -> tuple[list[str], dict]:
+    """int4-mixed's 8-bit MatMuls: each float MatMul's KL at 4 bits measured (quantize/sensitivity.py), then the
+    most sensitive per weight chosen up to EIGHT_BIT_SHARE of their elements; and the record of the choice."""
+    from edgelm.quantize.sensitivity import choose_eight_bit, matmul_weights, measure
+
+    candidates = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.name not in keep]
+    weights = matmul_weights(model, candidates)
+    dims = {i.name: i.dims for i in model.graph.initializer if i.name in set(weights.values())}
+    sizes = {node: int(dims[w][0] * dims[w][1]) for node, w in weights.items()}
+    prompts = [list(t[:SENSITIVITY_TOKENS]) for t in calibration.texts]
+    kl = measure(model, calibration.layout, prompts, list(weights), 4, options.block, progress)
+    eight = choose_eight_bit(kl, sizes, EIGHT_BIT_SHARE)
+    return eight, {"eight_bit_matmuls": eight, "eight_bit_share": EIGHT_BIT_SHARE,
+                   "sensitivity_kl": {n: round(v, 6) for n, v in sorted(kl.items(), key=lambda kv: -kv[1])},
+                   "sensitivity_tokens": sum(map(len, prompts))}
 
 
 def _head_block(model, head: str, block_size: int) -> int:

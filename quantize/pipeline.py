@@ -25,7 +25,7 @@ from edgelm.quantize.methods import (WEIGHT_ONLY, KVCache, Method, QuantizeOptio
 from edgelm.quantize.policy import nodes_to_keep
 from edgelm.quantize.portable import drop_filled_in_defaults
 from edgelm.quantize.prompt_feeds import CalibrationPrompts
-from edgelm.quantize.text_inputs import prose_ids, sentences
+from edgelm.quantize.text_inputs import calibration_text_list, sentences, suite_ids
 from edgelm.runtime.conformance import record_conformance
 from edgelm.runtime.manifest import Manifest, check_files, read_manifest
 from edgelm.staging import check_out_folder, staged_folder
@@ -52,7 +52,7 @@ def quantize(src: str | Path, out: str | Path, options: QuantizeOptions, *, forc
             keep = nodes_to_keep(_node_names(pre), options.keep_float)
         with steps.step("quantize weights"), quiet_onnxruntime_logs():
             method_out = Path(work) / "quantized.onnx"
-            done = _run_method(pre, method_out, options, keep, float_model)
+            done = _run_method(pre, method_out, options, keep, float_model, steps.note)
             graph = onnx.load(str(method_out))  # the passes below rewrite it in memory
             drop_filled_in_defaults(src / base.graph_file, graph)  # before the KV rewrite sets its own
             quantized_nodes = check_quantized(graph)
@@ -72,7 +72,7 @@ def quantize(src: str | Path, out: str | Path, options: QuantizeOptions, *, forc
         quant_model = _front_end(stage)
         with steps.step("accuracy gate"):
             limits = gate.thresholds_for(options)
-            accuracy = (gate.evaluate_decoder(float_model, quant_model, eval_texts, limits) if base.is_decoder
+            accuracy = (gate.evaluate_decoder(float_model, quant_model, eval_texts, limits, steps.note) if base.is_decoder
                         else gate.evaluate_encoder(float_model, quant_model, eval_texts, limits))
         with steps.step("speed"):
             texts = eval_texts if not base.is_decoder else []
@@ -122,17 +122,17 @@ def _front_end(folder: Path) -> Any:
 def _eval_inputs(float_model: Any, options: QuantizeOptions) -> Any:
     """Evaluation ids (decoders) or texts (encoders), checked before any work starts."""
     if float_model.manifest.is_decoder:
-        if options.alpha or options.kv_cache is KVCache.INT8:
+        if options.alpha or options.kv_cache is KVCache.INT8 or options.method is Method.INT4_MIXED:
             sentences(options.calibration_file, "calibration")  # fail now, not after pre-processing
-        return prose_ids(options.eval_file, lambda text: float_model.tokenizer.encode(text).ids, "evaluation")
+        return suite_ids(options.eval_file, options.eval_domains, lambda text: float_model.tokenizer.encode(text).ids, "evaluation")
     if options.method is Method.INT8_STATIC:
         sentences(options.calibration_file, "calibration")  # fail now, not after pre-processing
     return sentences(options.eval_file, "evaluation")
 
 
-def _run_method(pre: Path, dst: Path, options: QuantizeOptions, keep: list[str], float_model: Any):
+def _run_method(pre: Path, dst: Path, options: QuantizeOptions, keep: list[str], float_model: Any, progress=None):
     if options.method in WEIGHT_ONLY:
-        return weight_only(pre, dst, options, keep, _calibration_prompts(float_model, options))
+        return weight_only(pre, dst, options, keep, _calibration_prompts(float_model, options), progress)
     if options.method is Method.INT8_DYNAMIC:
         return int8_dynamic(pre, dst, options, keep)
     if options.method is Method.INT8_PER_TOKEN:
@@ -142,12 +142,13 @@ def _run_method(pre: Path, dst: Path, options: QuantizeOptions, keep: list[str],
 
 
 def _calibration_prompts(float_model: Any, options: QuantizeOptions) -> CalibrationPrompts | None:
-    """The calibration sentences joined into one text, as token ids, for SmoothQuant's activation ranges."""
-    if not options.alpha:
+    """The calibration texts (the user's sentences joined, or the built-in mix of domains) as token ids, one prompt
+    each, for SmoothQuant's activation ranges."""
+    if not options.alpha and options.method is not Method.INT4_MIXED:
         return None
     limit = min(MAX_CALIBRATION_TOKENS, float_model.manifest.max_context - 1)
-    ids = float_model.tokenizer.encode(" ".join(sentences(options.calibration_file, "calibration"))).ids[:limit]
-    return CalibrationPrompts(float_model.manifest.kv_cache, tuple(ids))
+    prompts = tuple(tuple(float_model.tokenizer.encode(text).ids[:limit]) for text in calibration_text_list(options.calibration_file))
+    return CalibrationPrompts(float_model.manifest.kv_cache, prompts)
 
 
 def _node_names(path: Path) -> list[str]:
@@ -165,7 +166,7 @@ def _int8_kv_cache(graph: Any, float_model: Any, options: QuantizeOptions) -> st
     """Rewrite GRAPH's attention (in place) to keep its cache in int8, with scales calibrated on the float bundle."""
     from edgelm.quantize.kv_cache import calibrate_scales, int8_kv_cache
 
-    text = " ".join(sentences(options.calibration_file, "calibration"))
+    text = "\n\n".join(calibration_text_list(options.calibration_file))
     scales = calibrate_scales(float_model, float_model.tokenizer.encode(text).ids[:MAX_CALIBRATION_TOKENS])
     int8_kv_cache(graph, float_model.manifest.kv_cache, scales)
     return "int8 (per channel, calibrated)"

@@ -32,7 +32,7 @@ def prompt_feeds(layout: KVLayout, ids: list[int], input_names: set[str]) -> dic
 
 @dataclass(frozen=True)
 class CalibrationPrompts:
-    """Calibration text as token ids, and the KV layout to feed them with."""
+    """Calibration texts as token ids, one prompt each, and the KV layout to feed them with."""
 
     layout: KVLayout
-    text: tuple[int, ...]  # every calibration sentence, joined into one text
+    texts: tuple[tuple[int, ...], ...]

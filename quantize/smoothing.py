@@ -123,8 +123,8 @@ def _reads(tensor: str, target: str, producer: dict, depth: int = 4) -> bool:
     return depth > 0 and node is not None and any(_reads(i, target, producer, depth - 1) for i in node.input if i)
 
 
-def input_maxima(graph_file: Path, layout: KVLayout, ids: list[int]) -> dict[str, np.ndarray]:
-    """Per smoothable activation of GRAPH_FILE: (K,) largest |value| per channel over IDS, run as one prompt.
+def input_maxima(graph_file: Path, layout: KVLayout, prompts: list[list[int]]) -> dict[str, np.ndarray]:
+    """Per smoothable activation of GRAPH_FILE: (K,) largest |value| per channel over PROMPTS, each run as one prompt.
 
     The session opens the graph where it lies, its weights mapped from their file, before quantize
     loads them into memory: no weight is serialized or copied (a graph of any size), and calibration's
@@ -145,9 +145,14 @@ def input_maxima(graph_file: Path, layout: KVLayout, ids: list[int]) -> dict[str
         session = ort.InferenceSession(str(probe), providers=["CPUExecutionProvider"])
     finally:
         probe.unlink(missing_ok=True)
-    feeds = prompt_feeds(layout, ids, {i.name for i in session.get_inputs()})
-    values = session.run(activations, feeds)
-    return {a: np.abs(v).reshape(-1, v.shape[-1]).max(axis=0) for a, v in zip(activations, values)}
+    names = {i.name for i in session.get_inputs()}
+    maxima: dict[str, np.ndarray] = {}
+    for ids in prompts:
+        values = session.run(activations, prompt_feeds(layout, list(ids), names))
+        for a, v in zip(activations, values):
+            peak = np.abs(v).reshape(-1, v.shape[-1]).max(axis=0)
+            maxima[a] = np.maximum(maxima[a], peak) if a in maxima else peak
+    return maxima
 
 
 def smooth(model: onnx.ModelProto, maxima: dict[str, np.ndarray], alpha: float) -> int:

@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgelm.errors import QuantizeError
-from edgelm.quantize.texts import EVAL_TEXT, SENTENCES
+from edgelm.quantize.eval_suite import calibration_texts, evaluation_texts
+from edgelm.quantize.texts import SENTENCES
 
 MIN_PROSE_TOKENS = 128  # fewer and a perplexity is noise
 MIN_SENTENCES = 8
@@ -42,11 +43,24 @@ def sentences(path: str | Path | None, what: str) -> list[str]:
     return lines
 
 
-def prose_ids(path: str | Path | None, encode, what: str) -> list[int]:
-    """Decoder token ids of PATH's text (or EVAL_TEXT), at least MIN_PROSE_TOKENS long."""
-    text = EVAL_TEXT if path is None else read_text_file(path, what)
-    ids = encode(text)
-    if len(ids) < MIN_PROSE_TOKENS:
-        raise QuantizeError(f"{what} file {path} is {len(ids)} tokens long, too short to measure; "
-                            f"give at least {MIN_PROSE_TOKENS} tokens of running text")
+def suite_ids(path: str | Path | None, domains: tuple[str, ...] | None, encode, what: str) -> dict[str, list[int]]:
+    """Decoder token ids per evaluation domain: the built-in suite (or DOMAINS of it) and, with PATH, the user's
+    text as one more domain named after its file; each at least MIN_PROSE_TOKENS long."""
+    texts = evaluation_texts(domains)
+    if path is not None:
+        texts[Path(path).stem] = read_text_file(path, what)
+    ids = {domain: encode(text) for domain, text in texts.items()}
+    short = [f"{what} file {path} is {len(ids[d])} tokens long, too short to measure; give at least {MIN_PROSE_TOKENS} "
+             f"tokens of running text" if path is not None and d == Path(path).stem else
+             f"built-in {what} text {d!r} is {len(ids[d])} tokens for this tokenizer, fewer than {MIN_PROSE_TOKENS}"
+             for d in ids if len(ids[d]) < MIN_PROSE_TOKENS]
+    if short:
+        raise QuantizeError(*short)
     return ids
+
+
+def calibration_text_list(path: str | Path | None, what: str = "calibration") -> list[str]:
+    """Decoder calibration texts: the user's sentences joined as one text, or the built-in mix of domains."""
+    if path is None:
+        return calibration_texts()
+    return [" ".join(sentences(path, what))]

@@ -1,61 +1,11 @@
-"""The default texts of the quantize stage: evaluation prose for decoders, sentences for encoders.
+"""The default sentences of the quantize stage: the encoder gate's and calibration texts, and the prose part of
+decoder calibration (quantize/eval_suite.py holds the decoder evaluation suite).
 
-They are used when the user gives no --eval-file / --calibration file. Both were written for
-edgelm (no licence question) to cover ordinary English of several registers: encyclopedic,
-technical, narrative, conversational and instructional. The decoder text is long enough for a
-stable perplexity on a small model (about 1,000 tokens); the sentences vary in length from a
-few words to a long compound sentence, as real embedding inputs do.
+Written for edgelm (no licence question) to cover ordinary English of several registers; they vary in length
+from a few words to a long compound sentence, as real embedding inputs do.
 """
 
 from __future__ import annotations
-
-EVAL_TEXT = """\
-The river begins as a thin stream high in the mountains, where snow melts slowly through the spring and early summer. \
-By the time it reaches the valley it has gathered the water of a hundred smaller creeks, and it moves with a steady, \
-patient strength. Farmers along its banks have depended on it for centuries. They learned which fields flood in wet \
-years, which ones stay dry, and how to build low walls of stone that slow the water without stopping it.
-
-In the town at the bend of the river, the market opens before sunrise. Bakers carry trays of bread from their ovens, \
-and fishermen lay out the morning's catch on beds of ice. A woman who sells honey has kept bees for forty years; she \
-says the taste of the honey changes with the flowers of each season, lighter in spring and darker in autumn. Children \
-on their way to school stop to look at the baskets of apples and pears, and the older ones count the coins in their \
-pockets before deciding what to buy.
-
-Modern computers store information as long sequences of bits, each of which is either zero or one. A processor reads \
-instructions from memory, performs arithmetic on small pieces of data, and writes the results back. Because memory is \
-much slower than the processor, engineers add layers of smaller and faster caches between them. Programs that reuse \
-the same data often run quickly, while programs that jump around large tables spend most of their time waiting. For \
-this reason, the speed of many applications depends less on the number of calculations they perform than on how much \
-data they must move.
-
-Language models predict the next word in a text from the words that came before it. During training, a model reads \
-billions of sentences and adjusts its parameters so that its predictions become more accurate. A small model can run \
-on an ordinary laptop or even a phone, although it knows less than a large one and makes more mistakes. Reducing the \
-precision of the numbers inside a model, a technique called quantization, makes it smaller and often faster, but it can \
-also make the model's answers slightly worse, so every reduced model should be measured against the original.
-
-"Could you tell me the way to the station?" the traveller asked. The shopkeeper put down the box he was carrying and \
-pointed along the street. "Go straight past the church, then turn left at the fountain. It takes about ten minutes on \
-foot. If you are in a hurry, the bus stops right outside the bakery, and it comes every quarter of an hour." The \
-traveller thanked him, lifted his heavy bag onto his shoulder, and set off in the direction of the fountain.
-
-To make a simple loaf of bread, mix five hundred grams of flour with a teaspoon of salt and a small packet of dried \
-yeast. Add three hundred millilitres of warm water and stir until the dough comes together. Knead it on a floured table \
-for about ten minutes, until it feels smooth and elastic. Leave it in a covered bowl in a warm place for an hour, or \
-until it has doubled in size. Shape it into a loaf, let it rise again for half an hour, and bake it in a hot oven for \
-thirty to thirty-five minutes. The bread is ready when it sounds hollow if you tap the bottom.
-
-The history of navigation is a story of people learning to read the sky and the sea. Early sailors stayed within sight \
-of land, watching for familiar hills and headlands. Later they measured the height of the sun at noon and the angle of \
-the pole star at night to estimate how far north or south they had travelled. Finding longitude was much harder, \
-because it required knowing the exact time at a distant reference point. The problem was finally solved in the \
-eighteenth century by clocks precise enough to keep time on a rolling ship for many weeks.
-
-Good sleep matters more than most people think. Adults who regularly sleep less than seven hours a night find it harder \
-to concentrate, remember new information, and control their mood. Doctors recommend going to bed at the same time each \
-evening, keeping the bedroom dark and cool, and avoiding screens for an hour before sleep. Coffee and tea in the late \
-afternoon can also keep people awake long after they have forgotten drinking them.
-"""
 
 SENTENCES = (
     "The cat sleeps on the warm windowsill.",

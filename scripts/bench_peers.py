@@ -5,6 +5,8 @@
     python scripts/bench_peers.py --edgelm out/smollm2-int8 --engines edgelm,llama --scenarios single,deep --repeats 1
     python scripts/bench_peers.py --edgelm ... --write-docs          # also rewrite docs/benchmarks.md's peers section
     python scripts/bench_peers.py --model gemma3 --edgelm out/gemma3 out/gemma3-int8 out/gemma3-int4 --engines edgelm,llama,genai
+    python scripts/dealign_gguf.py .models/SmolLM2-135M-Instruct.Q4_1.gguf /work/peers/smollm2-dealigned.F32.gguf
+    python scripts/bench_peers.py --model smollm2-dealigned --edgelm ... --engines edgelm,llama --scenarios single,suite
 
 Peers: `bash scripts/peers/setup.sh` installs each in its own venv under /work/peers (llama-cpp-python
 compiles for ~15 minutes on 2 cores; run it in the background).
@@ -22,6 +24,10 @@ number is the median over --repeats such processes. Scenarios:
     batch       8 prompts of 20-60 tokens x 64 new tokens: aggregate tokens/s (wall time incl. prefill)
     ppl         1,024 tokens of English prose, one window, teacher forcing: exp(mean NLL), and the mean
                 KL divergence and top-1 agreement of every position's distribution with the engine's float variant
+    suite       the same per domain of the quantize gate's evaluation suite (edgelm.quantize.eval_suite: prose,
+                code, technical, legal, dialogue, German; first 1,024 tokens of each), with the worst and median
+                domain, and the speed/quality frontier (decode tok/s of `single` against the worst domain's
+                perplexity change) as a table and a plot (--plot; matplotlib)
 
 Peer models are converted once into --work (GGUF quantizations of the shipped file, and that file as it is,
 onnxruntime-genai's builder and CTranslate2's converter on the fp32 HF folder, which is itself
@@ -52,13 +58,19 @@ from peers import report, texts  # noqa: E402  (scripts/peers, beside this file)
 
 RUNNERS = Path(__file__).resolve().parent / "peers"
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("single", "long", "deep", "batch", "ppl")
-EDGELM_CLASSES = {"fp32": "fp32", "int8": "8-bit", "int8-dynamic": "8-bit", "int8-static": "8-bit", "int4": "4-bit"}
-LLAMA_CLASSES = {"F32": "fp32", "Q8_0": "8-bit", "Q4_0": "4-bit"}  # "shipped" (the GGUF as it is) counts as 4-bit
+SCENARIOS = ("single", "long", "deep", "batch", "ppl", "suite")
+EDGELM_CLASSES = {"fp32": "fp32", "int8": "8-bit", "int8-dynamic": "8-bit", "int8-static": "8-bit", "int4": "4-bit",
+                  "int4-mixed": "4-bit"}
+LLAMA_CLASSES = {"F32": "fp32", "Q8_0": "8-bit", "Q4_0": "4-bit", "Q4_K_M": "4-bit"}  # "shipped" (the GGUF as it is): 4-bit
 # --model: the checkpoint raced, its source GGUF and the fp32 HF folder the HF-based peers convert from
 MODELS = {
     "smollm2": {"title": "SmolLM2-135M-Instruct", "gguf": ROOT / ".models/SmolLM2-135M-Instruct.Q4_1.gguf",
                 "hf_dir": "/work/peers/smollm2-hf", "work": "/work/peers/models", "section": "peers"},
+    # SmolLM2's weights off the Q4_1 grid they were shipped on, the same function (scripts/dealign_gguf.py): 4-bit
+    # quality measured as on a model trained in float
+    "smollm2-dealigned": {"title": "SmolLM2-135M-Instruct, de-aligned float", "gguf": "/work/peers/smollm2-dealigned.F32.gguf",
+                          "hf_dir": "/work/peers/smollm2-dealigned-hf", "work": "/work/peers/models-dealigned",
+                          "section": "suite-smollm2-dealigned"},
     "gemma3": {"title": "Gemma 3 270M (base, from its Q4_K_M GGUF)", "gguf": ROOT / ".models/gemma-3-270m-q4_k_m.gguf",
                "hf_dir": "/work/peers/gemma3-hf", "work": "/work/peers/gemma3-models", "section": "peers-gemma3"},
 }
@@ -222,16 +234,18 @@ def prepare(variants: list[Variant], args, folder: Path) -> list[Variant]:
 
 def measure(variants: list[Variant], args, jobs: dict, folder: Path) -> dict[tuple[str, str], Outcome]:
     """Every (scenario, variant) --repeats times, repeat-major so drift spreads over all engines."""
-    plan = [(s, v) for s in args.scenarios for v in variants if s in v.engine.scenarios]
+    suite = [k for k in jobs if k.startswith("suite:")]  # in the suite's order
+    scenarios = [d for s in args.scenarios for d in (suite if s == "suite" else [s])]
+    plan = [(s, v) for s in scenarios for v in variants if s.split(":")[0] in v.engine.scenarios]
     outcomes = {(s, v.key): Outcome() for s, v in plan}
-    total = sum(1 if s == "ppl" else args.repeats for s, _ in plan)
+    total = sum(1 if scores_text(s) else args.repeats for s, _ in plan)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=stderr) as progress:
         task = progress.add_task("runs", total=total)
         for repeat in range(args.repeats):
             for scenario, variant in plan:
                 outcome = outcomes[scenario, variant.key]
-                if scenario == "ppl" and repeat > 0:
+                if scores_text(scenario) and repeat > 0:
                     continue  # perplexity is deterministic: one process
                 if outcome.error:  # a failure is not retried
                     progress.advance(task)
@@ -241,10 +255,10 @@ def measure(variants: list[Variant], args, jobs: dict, folder: Path) -> dict[tup
                 if not stderr.is_terminal:  # no live bar in a log file: one line per run instead
                     stderr.print(what)
                 rows, new_tokens = jobs[scenario]
-                job = {"action": "measure", "scenario": scenario, "model": variant.model, "variant": variant.name,
-                       "threads": args.threads, "rows": rows, "new_tokens": new_tokens}
-                if scenario == "ppl":
-                    job["logprobs_out"] = str(logprobs_file(folder, variant))
+                job = {"action": "measure", "scenario": "ppl" if scores_text(scenario) else scenario, "model": variant.model,
+                       "variant": variant.name, "threads": args.threads, "rows": rows, "new_tokens": new_tokens}
+                if scores_text(scenario):
+                    job["logprobs_out"] = str(logprobs_file(folder, variant, scenario))
                 try:
                     outcome.runs.append(run_child(variant.engine, job, folder, timeout=args.timeout))
                 except RunFailed as e:
@@ -254,8 +268,13 @@ def measure(variants: list[Variant], args, jobs: dict, folder: Path) -> dict[tup
     return outcomes
 
 
-def logprobs_file(folder: Path, variant: Variant) -> Path:
-    return folder / f"logprobs-{variant.engine.key}-{variant.name}.npy"
+def scores_text(scenario: str) -> bool:
+    """ppl and each suite:<domain> score a text by teacher forcing (one process each, logprobs kept for KL)."""
+    return scenario == "ppl" or scenario.startswith("suite:")
+
+
+def logprobs_file(folder: Path, variant: Variant, scenario: str) -> Path:
+    return folder / f"logprobs-{scenario.replace(':', '-')}-{variant.engine.key}-{variant.name}.npy"
 
 
 def divergences(variants: list[Variant], outcomes: dict[tuple[str, str], Outcome], folder: Path) -> None:
@@ -265,17 +284,18 @@ def divergences(variants: list[Variant], outcomes: dict[tuple[str, str], Outcome
     next-token distribution, position by position, is the steadier measure of what quantization lost
     (llama.cpp's perplexity tool reports it for the same reason).
     """
-    for variant in variants:
-        reference = next((v for v in variants if v.engine is variant.engine and v.klass == "fp32"), None)
-        outcome = outcomes.get(("ppl", variant.key))
-        paths = (logprobs_file(folder, variant), logprobs_file(folder, reference) if reference else None)
-        if outcome is None or not outcome.runs or not all(p and p.exists() for p in paths):
-            continue
-        mine, base = (np.load(p) for p in paths)  # (len-1, vocab) log-probabilities each
-        kl = (np.exp(base) * (base - mine)).sum(axis=-1)  # (len-1,)
-        outcome.runs[0].update(kl=float(kl.mean()), top1=float((mine.argmax(-1) == base.argmax(-1)).mean()))
-    for variant in variants:
-        logprobs_file(folder, variant).unlink(missing_ok=True)
+    for scenario in sorted({s for s, _ in outcomes if scores_text(s)}):
+        for variant in variants:
+            reference = next((v for v in variants if v.engine is variant.engine and v.klass == "fp32"), None)
+            outcome = outcomes.get((scenario, variant.key))
+            paths = (logprobs_file(folder, variant, scenario), logprobs_file(folder, reference, scenario) if reference else None)
+            if outcome is None or not outcome.runs or not all(p and p.exists() for p in paths):
+                continue
+            mine, base = (np.load(p) for p in paths)  # (len-1, vocab) log-probabilities each
+            kl = (np.exp(base) * (base - mine)).sum(axis=-1)  # (len-1,)
+            outcome.runs[0].update(kl=float(kl.mean()), top1=float((mine.argmax(-1) == base.argmax(-1)).mean()))
+        for variant in variants:
+            logprobs_file(folder, variant, scenario).unlink(missing_ok=True)
 
 
 # -- entry point -------------------------------------------------------------------------------
@@ -295,14 +315,18 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--work", type=Path, help="converted peer models are cached here [per --model]")
     p.add_argument("--gguf", help="source GGUF for llama.cpp [per --model]")
     p.add_argument("--hf-dir", help="fp32 HF folder for genai, CTranslate2, transformers [per --model]")
-    p.add_argument("--llama-variants", default="F32,Q8_0,Q4_0",
-                   help="llama.cpp variants: F32, Q8_0, Q4_0 (requantized) and shipped (the GGUF as it is) [F32,Q8_0,Q4_0]")
+    p.add_argument("--llama-variants", default="F32,Q8_0,Q4_0,Q4_K_M",
+                   help="llama.cpp variants: F32, Q8_0, Q4_0, Q4_K_M (requantized) and shipped (the GGUF as it is) "
+                        "[F32,Q8_0,Q4_0,Q4_K_M]")
     p.add_argument("--decode-goal", type=float,
                    help="decode speed goal against llama.cpp for every class [1.2 for 8-bit, 1.1 for 4-bit, 1.0 fp32]")
     p.add_argument("--tokenizer", help="tokenizer.json for the ids [the first --edgelm bundle's, else --hf-dir's]")
     p.add_argument("--text", type=Path, help="English prose for perplexity (UTF-8) [built in]")
     p.add_argument("--timeout", type=float, default=1800, help="seconds one measuring process may take [1800]")
     p.add_argument("--json", type=Path, help="also write every run's raw numbers here")
+    p.add_argument("--from-json", type=Path, help="render the tables (and --plot) of a run saved with --json, measuring nothing")
+    p.add_argument("--plot", type=Path, help="suite: write the speed/quality frontier plot (PNG) here "
+                                             "[docs/frontier-MODEL.png with --write-docs]")
     p.add_argument("--write-docs", nargs="?", const=str(ROOT / "docs/benchmarks.md"), metavar="MD",
                    help="rewrite the model's <!-- bench:peers... --> section of MD [docs/benchmarks.md]")
     args = p.parse_args(argv)
@@ -317,7 +341,7 @@ def parse_args(argv: list[str] | None = None):
     problems = [f"unknown scenario {s!r}" for s in args.scenarios if s not in SCENARIOS]
     problems += [f"unknown engine {e!r}" for e in args.engines if e not in ("edgelm", "llama", "genai", "ct2", "transformers")]
     problems += [f"{b} has no manifest.json (not a bundle)" for b in args.edgelm if not Path(b, "manifest.json").exists()]
-    if "edgelm" in args.engines and not args.edgelm:
+    if "edgelm" in args.engines and not args.edgelm and not args.from_json:
         problems.append("--edgelm needs at least one bundle (or leave edgelm out of --engines)")
     if args.threads < 1 or args.repeats < 1:
         problems.append("--threads and --repeats must be >= 1")
@@ -333,32 +357,64 @@ def token_jobs(args) -> dict[str, tuple[list[list[int]], int]]:
         Path(args.edgelm[0], "tokenizer.json") if args.edgelm else Path(args.hf_dir, "tokenizer.json"))
     ids = texts.prose_ids(tokenizer)
     ppl_ids = texts.prose_ids(tokenizer, args.text.read_text(encoding="utf-8")) if args.text else ids
-    return texts.scenario_rows(ids, ppl_ids), tokenizer
+    jobs = texts.scenario_rows(ids, ppl_ids)
+    if "suite" in args.scenarios:
+        from edgelm.quantize.eval_suite import evaluation_texts
+
+        for domain, text in evaluation_texts().items():
+            jobs[f"suite:{domain}"] = ([texts.prose_ids(tokenizer, text)[:texts.PPL_TOKENS]], 0)
+    return jobs, tokenizer
+
+
+def from_json(args) -> tuple[list[Variant], dict[tuple[str, str], Outcome]]:
+    """The variants and outcomes of a run saved with --json (--from-json: render its tables and plot again)."""
+    raw = json.loads(args.from_json.read_text())
+    raw.pop("command", None)
+    by_key = {e.key: e for e in engines(args)}
+    variants = []
+    for key, model in raw.pop("models").items():
+        engine_key, name = key.split(":", 1)
+        engine = by_key[engine_key]
+        klass = dict(engine.variants).get(name) or EDGELM_CLASSES.get(_edgelm_method(model["path"]), "8-bit")
+        variants.append(Variant(engine, name, klass, model["path"]))
+    outcomes = {tuple(k.split("|", 1)): Outcome(v["runs"], v["error"]) for k, v in raw.items()}
+    return variants, outcomes
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
-    jobs, tokenizer = token_jobs(args)
     notes, variants = [], []
-    for engine in engines(args):
-        problem = installed(engine)
-        if problem:
-            notes.append(f"{engine.label} skipped: {problem}")
-            stderr.print(f"[yellow]{notes[-1]}[/]")
-            continue
-        variants += variants_of(engine, args)
-    with tempfile.TemporaryDirectory(prefix="bench-peers-") as tmp:
-        variants = prepare(variants, args, Path(tmp))
-        outcomes = measure(variants, args, jobs, Path(tmp))
-        divergences(variants, outcomes, Path(tmp))
+    if args.from_json:
+        variants, outcomes = from_json(args)
+        tokenizer = Path(args.tokenizer) if args.tokenizer else Path(variants[0].model, "tokenizer.json")
+    else:
+        jobs, tokenizer = token_jobs(args)
+        for engine in engines(args):
+            problem = installed(engine)
+            if problem:
+                notes.append(f"{engine.label} skipped: {problem}")
+                stderr.print(f"[yellow]{notes[-1]}[/]")
+                continue
+            variants += variants_of(engine, args)
+        with tempfile.TemporaryDirectory(prefix="bench-peers-") as tmp:
+            variants = prepare(variants, args, Path(tmp))
+            outcomes = measure(variants, args, jobs, Path(tmp))
+            divergences(variants, outcomes, Path(tmp))
     command = "python scripts/bench_peers.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    if args.from_json:  # the command that measured
+        command = json.loads(args.from_json.read_text()).get("command", command)
     markdown = report.render(variants, outcomes, args, notes, command, tokenizer)
     print(markdown)
-    if args.json:
+    if args.json and not args.from_json:
         raw = {f"{s}|{k}": {"runs": o.runs, "error": o.error} for (s, k), o in outcomes.items()}
         raw["models"] = {v.key: {"path": v.model, "size_mb": v.size_mb} for v in variants}
+        raw["command"] = command
         args.json.write_text(json.dumps(raw, indent=1))
+    plot = args.plot or (Path(args.write_docs).parent / f"frontier-{args.model}.png" if args.write_docs else None)
+    if plot and "suite" in args.scenarios:
+        report.frontier_plot(variants, outcomes, plot, args.title)
+        stderr.print(f"wrote the frontier plot {plot}")
     if args.write_docs:
         report.write_docs(Path(args.write_docs), markdown, args.section)
         stderr.print(f"wrote the peers section of {args.write_docs}")

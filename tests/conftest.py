@@ -127,11 +127,12 @@ def mpnet_bundle(tmp_path_factory):
     return _export_with_the_cli(tmp_path_factory, "mpnet", MPNET)
 
 
-def _quantize_with_the_cli(src: Path, out: Path) -> Path:
-    """`edgelm quantize SRC OUT` with the default method; OUT, checked against its files."""
+def _quantize_with_the_cli(src: Path, out: Path, *args: str) -> Path:
+    """`edgelm quantize SRC OUT [ARGS]` with the default method; OUT, checked against its files."""
     from edgelm.runtime.manifest import check_files, read_manifest
 
-    result = subprocess.run([sys.executable, "-m", "edgelm.cli", "quantize", str(src), str(out)], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "edgelm.cli", "quantize", str(src), str(out), *args],
+                            capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "passed" in result.stdout and "of float" in result.stdout, result.stdout
     check_files(out, read_manifest(out))

@@ -577,7 +577,7 @@ BAD_INPUT = {
     "calibration-too-few-lines": ("bert/feature-extraction", ["--method", "int8-static", "--calibration", "{dir}/few.txt"],
                                   ["3 non-empty lines", "at least 8"]),
     "calibration-with-dynamic": ("bert/feature-extraction", ["--method", "int8-dynamic", "--calibration", "{dir}/few.txt"],
-                                 ["--calibration", "int8-static, int8/int4 with SmoothQuant and --kv-cache int8 only"]),
+                                 ["--calibration", "int8-static and int4-mixed, int8/int4 with SmoothQuant and --kv-cache int8 only"]),
     "eval-file-too-short": ("llama", ["--eval-file", "{dir}/short.txt"], ["evaluation file", "too short", "128"]),
     "eval-file-binary": ("llama", ["--eval-file", "{dir}/binary.txt"], ["evaluation file", "binary"]),
     "weight-only-on-encoder": ("bert/feature-extraction", ["--method", "int8"], ["weight-only", "decoders"]),

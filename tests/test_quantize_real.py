@@ -47,9 +47,11 @@ def test_smollm2_default_int8_passes_the_gate_within_the_issue_numbers(smollm2_i
     assert manifest.precision["method"] == "int8"  # the decoder default
     acc = manifest.accuracy
     assert acc["gate"] == "enforced" and acc["passed"] and acc["failures"] == []
-    assert acc["perplexity_increase"] <= 0.03  # measured +0.18% (without SmoothQuant: -0.38%)
-    assert acc["top1_agreement"] >= 0.9  # measured 0.951 (0.973)
-    assert acc["kl_divergence"] <= 0.0035  # measured 0.0024 (0.0043): the steadier number; see test_smoothing
+    assert acc["perplexity_increase"] <= 0.01  # all six domains pooled: measured +0.08%
+    assert acc["worst"]["perplexity_increase"] <= 0.01  # issue 26's target is 0.5% on every domain: measured +0.35% (technical)
+    assert set(acc["domains"]) == {"prose", "code", "technical", "legal", "dialogue", "german"}
+    assert acc["top1_agreement"] >= 0.9  # measured 0.962
+    assert acc["kl_divergence"] <= 0.005  # measured 0.0036 (German 0.0068, the others 0.0024-0.0033)
     assert len(acc["greedy"]) == 3
     assert acc["speed"]["float"]["decode_tokens_per_second"] > 0 and acc["speed"]["quantized"]["decode_tokens_per_second"] > 0
 
@@ -71,23 +73,29 @@ def test_smollm2_int8_loads_with_no_option_and_still_knows_paris(smollm2_int8):
         assert "Paris" in lm.generate(prompt, chat=True, max_new_tokens=16), prompt
 
 
-def test_smollm2_int4_passes_its_gate_at_under_20_percent_of_float(smollm2_bundle, tmp_path):
-    manifest = quantize(smollm2_bundle, tmp_path / "smol-int4", QuantizeOptions(Method.INT4), progress=False)
-    check_files(tmp_path / "smol-int4", read_manifest(tmp_path / "smol-int4"))
-    assert manifest.precision["method"] == "int4" and manifest.precision["weights"] == "int4"
-    assert manifest.precision["options"]["lm_head_bits"] == 8 and manifest.precision["options"]["tied_embedding_shared"]
-    assert bundle_bytes(manifest) <= 0.20 * bundle_bytes(read_manifest(smollm2_bundle))  # measured 18.1%
+def test_smollm2_int4_mixed_passes_its_gate_on_every_domain_at_under_22_percent_of_float(smollm2_bundle, tmp_path):
+    out = tmp_path / "smol-int4-mixed"
+    manifest = quantize(smollm2_bundle, out, QuantizeOptions(Method.INT4_MIXED), progress=False)
+    check_files(out, read_manifest(out))
+    options = manifest.precision["options"]
+    assert manifest.precision["method"] == "int4-mixed" and manifest.precision["weights"] == "int4"
+    assert options["lm_head_bits"] == 8 and options["tied_embedding_shared"]
+    assert 0 < len(options["eight_bit_matmuls"]) < len(options["sensitivity_kl"])
+    assert bundle_bytes(manifest) <= 0.22 * bundle_bytes(read_manifest(smollm2_bundle))  # measured 21.2%
     acc = manifest.accuracy
     assert acc["passed"] and acc["gate"] == "enforced"
-    # measured +14.7% with SmoothQuant, blocks of 64 and zero points (symmetric blocks of 32 unsmoothed: +17.7%;
-    # a 4-bit head and embedding: +24.8%); llama.cpp Q4_0 on the same model: about +20%
-    assert acc["perplexity_increase"] <= 0.20
-    report = verify(tmp_path / "smol-int4", provider="cpu")
+    assert acc["worst"]["perplexity_increase"] <= 0.25  # measured +6% (prose) to +20% (German); Q4_K_M: docs/benchmarks.md
+    report = verify(out, provider="cpu")
     assert report.passed and report.precision == "int4", [(o.name, o.detail) for o in report.failures]
+    uniform = quantize(smollm2_bundle, tmp_path / "smol-int4", QuantizeOptions(Method.INT4, gate=False), progress=False)
+    assert bundle_bytes(uniform) <= 0.20 * bundle_bytes(read_manifest(smollm2_bundle))  # measured 18.1%
+    for domain, mixed in acc["domains"].items():  # measured KL 0.19-0.51 uniform, 0.06-0.24 mixed
+        assert mixed["kl_divergence"] < 0.6 * uniform.accuracy["domains"][domain]["kl_divergence"], domain
 
 
 def test_smoothquant_brings_smollm2_int4_closer_to_float(smollm2_bundle, tmp_path):
-    on, off = (quantize(smollm2_bundle, tmp_path / name, QuantizeOptions(Method.INT4, smoothing=alpha, gate=False),
+    on, off = (quantize(smollm2_bundle, tmp_path / name, QuantizeOptions(Method.INT4, smoothing=alpha, gate=False,
+                                                                         eval_domains=("prose",)),
                         progress=False).accuracy for name, alpha in (("on", None), ("off", 0)))
     # measured on the gate's text: KL 0.194 vs 0.299, top-1 75.6% vs 69.0%, perplexity +14.7% vs +21.4%
     assert on["kl_divergence"] < 0.8 * off["kl_divergence"]

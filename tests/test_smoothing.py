@@ -67,7 +67,7 @@ def test_the_float_graph_computes_the_same_after_smoothing(graphs, name):
     path, model, layout = graphs(name)
     smoothed = onnx.ModelProto()
     smoothed.CopyFrom(model)
-    assert smooth(smoothed, input_maxima(path, layout, IDS), alpha=0.5) > 0
+    assert smooth(smoothed, input_maxima(path, layout, [IDS]), alpha=0.5) > 0
     changed = {i.name for i, j in zip(model.graph.initializer, smoothed.graph.initializer) if i.raw_data != j.raw_data}
     assert changed  # the weights moved...
     before, after = logits(model, layout, IDS[::-1]), logits(smoothed, layout, IDS[::-1])  # other ids than calibration
@@ -82,7 +82,7 @@ def test_it_flattens_the_channels_of_what_the_int8_kernel_quantizes(graphs, tmp_
         saved = onnx.ModelProto()
         saved.CopyFrom(m)  # onnx's external-data save leaves the proto it writes pointing at the file
         save_graph(saved, tmp_path / "graph.onnx")
-        return input_maxima(tmp_path / "graph.onnx", layout, IDS)
+        return input_maxima(tmp_path / "graph.onnx", layout, [IDS])
 
     def spread(maxima: dict[str, np.ndarray]) -> float:  # median over the norm-fed inputs of max / median channel range
         return float(np.median([maxima[g.activation].max() / np.median(maxima[g.activation]) for g in norm_fed]))
@@ -110,7 +110,7 @@ def test_calibration_reads_the_weights_from_their_file_and_leaves_nothing_beside
     monkeypatch.setattr(onnx, "load", lambda f, *a, **k: loads.append(k.get("load_external_data", True)) or real_load(f, *a, **k))
     monkeypatch.setattr(ort, "InferenceSession", lambda f, *a, **k: opened.append(f) or real_session(f, *a, **k))
     before = sorted(p.name for p in path.parent.iterdir())
-    maxima = input_maxima(path, layout, IDS)
+    maxima = input_maxima(path, layout, [IDS])
     assert loads == [False] and len(opened) == 1 and isinstance(opened[0], str)  # a file path, not bytes
     assert sorted(p.name for p in path.parent.iterdir()) == before
     assert set(maxima) == {g.activation for g in find_groups(model)} and all((v > 0).all() for v in maxima.values())

@@ -1,7 +1,7 @@
 """llama.cpp peer runner through llama-cpp-python (its venv's python; see common.py for the job).
 
 Models: `llama_cpp.llama_model_quantize` of the shipped GGUF (allow_requantize) into
-WORK/<name>-F32.gguf, -Q8_0.gguf and -Q4_0.gguf, once; "shipped" runs the file as it is. llama.cpp's own rules apply (for
+WORK/<name>-F32.gguf, -Q8_0.gguf, -Q4_0.gguf and -Q4_K_M.gguf, once; "shipped" runs the file as it is. llama.cpp's own rules apply (for
 Q4_0 it keeps the tied embedding/output tensor at a higher precision, as a user would get).
 
 Context: n_ctx 4096, n_batch 2048 (a 1,976-token prompt is one decode call), n_ubatch 512,
@@ -40,7 +40,7 @@ def prepare(job: dict) -> str:
         return str(out)
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = {"F32": llama_cpp.LLAMA_FTYPE_ALL_F32, "Q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0,
-                    "Q4_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0}[job["variant"]]
+                    "Q4_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0, "Q4_K_M": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M}[job["variant"]]
     params.allow_requantize = True
     params.nthread = job["threads"]
     tmp = out.with_name(out.name + ".tmp")

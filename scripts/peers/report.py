@@ -124,7 +124,94 @@ TITLES = {
     "batch": (f"batch: {len(texts.BATCH_PROMPTS)} prompts of {min(texts.BATCH_PROMPTS)}-{max(texts.BATCH_PROMPTS)} tokens"
               f" x {texts.BATCH_NEW} new tokens, aggregate over the wall time including prefill"),
     "ppl": f"perplexity: {texts.PPL_TOKENS:,} tokens of English prose, one window, teacher forcing",
+    "suite": (f"evaluation suite: perplexity change against the engine's own float, per domain (first "
+              f"{texts.PPL_TOKENS:,} tokens of each text, one window, teacher forcing)"),
 }
+
+
+# -- the evaluation suite: per domain, and the speed/quality frontier ----------------------------
+def suite_domains(outcomes) -> list[str]:
+    return list(dict.fromkeys(s.split(":", 1)[1] for s, _ in outcomes if s.startswith("suite:")))
+
+
+def suite_increases(outcomes, variant, variants) -> dict[str, float]:
+    """Domain -> perplexity change of VARIANT against its own engine's float variant (measured domains only)."""
+    reference = float_of(variant, variants)
+    changes = {}
+    for domain in suite_domains(outcomes):
+        mine = get(outcomes, f"suite:{domain}", variant, "ppl")
+        base = get(outcomes, f"suite:{domain}", reference, "ppl") if reference else None
+        if mine is not None and base:
+            changes[domain] = mine / base - 1
+    return changes
+
+
+def suite_table(variants, outcomes) -> str:
+    """Perplexity change against the engine's own float per domain, then the worst and median domain and worst KL."""
+    domains = suite_domains(outcomes)
+    rows = []
+    for v in ordered(variants):
+        if v.klass == "fp32":
+            continue
+        changes = suite_increases(outcomes, v, variants)
+        kls = [get(outcomes, f"suite:{d}", v, "kl") for d in domains]
+        kls = [k for k in kls if k is not None]
+        cells = [pct(changes[d]) if d in changes else cell(outcomes, f"suite:{d}", v, "ppl", lambda x: DASH) for d in domains]
+        worst = max(changes.values()) if len(changes) == len(domains) else None
+        median = sorted(changes.values())[len(changes) // 2] if len(changes) == len(domains) else None
+        rows.append([v.engine.label, v.name, v.klass, *cells, pct(worst) if worst is not None else DASH,
+                     pct(median) if median is not None else DASH, f"{max(kls):.4f}" if kls else DASH])
+    return table(["engine", "variant", "class", *domains, "worst", "median", "worst KL"], rows)
+
+
+def frontier_points(variants, outcomes) -> list[tuple]:
+    """(variant, size MB, decode tok/s of `single`, worst and median suite perplexity change) of every
+    quantized variant with every number."""
+    points = []
+    domains = suite_domains(outcomes)
+    for v in ordered(variants):
+        changes = suite_increases(outcomes, v, variants) if v.klass != "fp32" else {d: 0.0 for d in domains}
+        speed = get(outcomes, "single", v, "decode_tok_s")
+        if speed is None or not domains or len(changes) != len(domains):
+            continue
+        ordered_changes = sorted(changes.values())
+        points.append((v, v.size_mb, speed, ordered_changes[-1], ordered_changes[len(ordered_changes) // 2]))
+    return points
+
+
+def frontier_table(variants, outcomes) -> str:
+    rows = [[v.engine.label, v.name, v.klass, mb(size) if size else DASH, tok_s(speed), pct(worst), pct(median)]
+            for v, size, speed, worst, median in sorted(frontier_points(variants, outcomes), key=lambda p: -p[2])]
+    return table(["engine", "variant", "class", "size", "decode tok/s (single)", "worst domain ppl change",
+                  "median domain ppl change"], rows)
+
+
+def frontier_plot(variants, outcomes, path: Path, title: str) -> None:
+    """Decode tok/s against the worst domain's perplexity change, one point per variant, an engine per marker."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    markers = {"edgelm": ("o", "tab:blue"), "llama": ("s", "tab:orange"), "genai": ("^", "tab:green"),
+               "ct2": ("D", "tab:red")}
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
+    for v, _, speed, worst, _ in frontier_points(variants, outcomes):
+        marker, color = markers.get(v.engine.key, ("x", "gray"))
+        ax.scatter(speed, worst * 100, marker=marker, color=color, s=50,
+                   label=v.engine.label if v.engine.label not in ax.get_legend_handles_labels()[1] else None)
+        below = v.engine.key != "edgelm"  # labels of near points apart: edgelm above, peers below
+        ax.annotate(v.name, (speed, worst * 100), textcoords="offset points", xytext=(5, -11 if below else 4), fontsize=8)
+    ax.set_xlabel("decode tokens/s (25-token prompt, 2 threads)")
+    ax.set_ylabel("worst-domain perplexity change vs float (%)")
+    ax.set_title(f"{title}: speed against quality", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.text(0.01, 0.01, machine(), fontsize=6, color="gray")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def float_of(variant, variants):
@@ -205,7 +292,7 @@ def targets(variants, outcomes, decode_goal: float | None = None) -> str:
     rows = []
     for v in ordered([v for v in variants if v.engine.key == "edgelm"]):
         name = f"edgelm {v.name}"
-        for engine, peer_name, goal in SPEED_TARGETS[v.klass]:
+        for engine, peer_name, goal in ([] if v.name == "int4-mixed" else SPEED_TARGETS[v.klass]):  # its own: Q4_K_M
             goal = decode_goal if decode_goal and engine == "llama" else goal
             peer = _peer(variants, engine, peer_name)
             rows.append(_ratio_row(f"{name} decode (single) vs {PEER_LABELS[engine]} {peer_name}",
@@ -221,6 +308,8 @@ def targets(variants, outcomes, decode_goal: float | None = None) -> str:
                                get(outcomes, "batch", v, "aggregate_tok_s"),
                                get(outcomes, "batch", genai, "aggregate_tok_s") if genai else None, 1.0))
         rows += _ppl_targets(v, variants, outcomes)
+        rows += _suite_targets(v, variants, outcomes)
+    rows = [r for r in rows if r[1] != "n/a"]  # a target whose scenario was not run says nothing
     return table(["target", "measured", "goal", "met"], rows) if rows else ""
 
 
@@ -246,6 +335,37 @@ def _ppl_targets(v, variants, outcomes) -> list[list[str]]:
         return [[f"edgelm {v.name} perplexity increase vs llama.cpp Q4_0's", f"{pct(mine)} vs {pct(theirs)}",
                  "<= llama.cpp's", "yes" if mine <= theirs else "**no**"]]
     return []
+
+
+def _suite_targets(v, variants, outcomes) -> list[list[str]]:
+    """Issue 26's: int8 within 0.5% on every domain; int4 no worse than llama.cpp Q4_0 on every domain; int4-mixed no
+    worse than Q4_K_M on every domain, decoding at least as fast, in at most 1.1x its file."""
+    if not suite_domains(outcomes):
+        return []
+    mine = suite_increases(outcomes, v, variants)
+    name = f"edgelm {v.name}"
+    if v.klass == "8-bit":
+        worst = max(mine.values()) if mine else None
+        return [[f"{name} perplexity change on every suite domain", "n/a" if worst is None else f"worst {pct(worst)}",
+                 "<= +0.50%", "n/a" if worst is None else ("yes" if worst <= 0.005 else "**no**")]]
+    if v.klass != "4-bit":
+        return []
+    peer = _peer(variants, "llama", "Q4_K_M" if v.name == "int4-mixed" else "Q4_0")
+    if peer is None:
+        return []
+    theirs = suite_increases(outcomes, peer, variants)
+    lost = [d for d in mine if d in theirs and mine[d] > theirs[d]]
+    measured = ", ".join(f"{d} {pct(mine[d])} vs {pct(theirs[d])}" for d in mine if d in theirs) or "n/a"
+    rows = [[f"{name} perplexity change vs llama.cpp {peer.name}'s, every domain", measured, "<= on every domain",
+             "n/a" if not theirs else ("yes" if not lost else f"**no** ({', '.join(lost)})")]]
+    if v.name == "int4-mixed":
+        rows.append(_ratio_row(f"{name} decode (single) vs llama.cpp Q4_K_M", get(outcomes, "single", v, "decode_tok_s"),
+                               get(outcomes, "single", peer, "decode_tok_s"), 1.0))
+        size = v.size_mb / peer.size_mb if v.size_mb and peer.size_mb else None
+        rows.append([f"{name} size vs llama.cpp Q4_K_M's file", "n/a" if size is None else
+                     f"{v.size_mb:.0f} vs {peer.size_mb:.0f} MB = {size:.2f}x", "<= 1.10x",
+                     "n/a" if size is None else ("yes" if size <= 1.1 else "**no**")])
+    return rows
 
 
 # -- header and page ---------------------------------------------------------------------------
@@ -290,8 +410,13 @@ def render(variants, outcomes, args, notes: list[str], command: str, tokenizer: 
         *[f"- {note}" for note in notes],
     ]
     for scenario in args.scenarios:
-        parts += ["", f"#### {TITLES[scenario]}", "", scenario_table(scenario, variants, outcomes)]
-        failures = [f"- {key}: {o.error}" for (s, key), o in outcomes.items() if s == scenario and o.error]
+        if scenario == "suite":
+            parts += ["", f"#### {TITLES[scenario]}", "", suite_table(variants, outcomes),
+                      "", "#### Speed against quality (the frontier: single decode, worst and median suite domain)", "",
+                      frontier_table(variants, outcomes)]
+        else:
+            parts += ["", f"#### {TITLES[scenario]}", "", scenario_table(scenario, variants, outcomes)]
+        failures = [f"- {key}: {o.error}" for (s, key), o in outcomes.items() if s.split(":")[0] == scenario and o.error]
         parts += ["", "Failed:", *failures] if failures else []
     if "single" in args.scenarios:
         parts += ["", "#### Greedy agreement (first tokens of the single scenario)", "",

@@ -1,0 +1,106 @@
+"""How much each weight matrix of a decoder suffers at 4 bits, measured as KL divergence of the model's output.
+
+int4-mixed (quantize/methods.py) spends its 8-bit budget on the MatMuls whose 4-bit rounding moves the
+next-token distribution most, as llama.cpp's Q4_K_M spends its 6-bit tensors, but by measurement on
+calibration text rather than by name. One onnxruntime session serves every measurement: each candidate
+weight is declared a graph input as well as an initializer (ONNX's overridable initializer), so a run
+feeds one matrix rounded to 4 bits while every other keeps its float value, without building a session
+per matrix. The rounding is onnxruntime's MatMulNBits RTN with a zero point per block, in numpy.
+
+Why not a proxy (the matrix's own output error on calibration activations): errors in different layers
+reach the logits amplified differently; the KL of the logits is the quantity the gate judges.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from edgelm.quantize.gate import log_softmax
+from edgelm.quantize.prompt_feeds import prompt_feeds
+from edgelm.runtime.kv_layout import LOGITS, LOGITS_TO_KEEP, KVLayout
+
+
+def round_to_bits(weight: np.ndarray, bits: int, block: int) -> np.ndarray:
+    """WEIGHT (K, N) as MatMulNBits stores it at BITS with a zero point per BLOCK rows of K, dequantized.
+
+    As onnxruntime's quantizer: each block's range widened to include 0, scale = range / (2^bits - 1),
+    zero point = round(-min / scale); K padded to a whole block."""
+    k, n = weight.shape
+    pad = -k % block
+    w = np.pad(weight.astype(np.float32), ((0, pad), (0, 0))).reshape(-1, block, n)
+    low, high = np.minimum(w.min(1, keepdims=True), 0), np.maximum(w.max(1, keepdims=True), 0)
+    levels = 2 ** bits - 1
+    scale = (high - low) / levels
+    scale[scale == 0] = 1.0
+    zero = np.clip(np.round(-low / scale), 0, levels)
+    q = np.clip(np.round(w / scale + zero), 0, levels)
+    return ((q - zero) * scale).reshape(-1, n)[:k].astype(np.float32)
+
+
+def kl_divergence(reference: np.ndarray, other: np.ndarray) -> float:
+    """Mean over positions of KL(softmax(REFERENCE) || softmax(OTHER)); both (positions, vocab) logits."""
+    a, b = log_softmax(reference), log_softmax(other)
+    return float((np.exp(a) * (a - b)).sum(-1).mean())
+
+
+def matmul_weights(model: onnx.ModelProto, names: list[str]) -> dict[str, str]:
+    """Node name -> its weight initializer, for the MatMuls NAMES whose B is a 2-D initializer."""
+    inits = {i.name: i for i in model.graph.initializer}
+    nodes = {n.name: n for n in model.graph.node if n.op_type == "MatMul"}
+    return {name: nodes[name].input[1] for name in names
+            if name in nodes and nodes[name].input[1] in inits and len(inits[nodes[name].input[1]].dims) == 2}
+
+
+def measure(model: onnx.ModelProto, layout: KVLayout, prompts: list[list[int]], nodes: list[str], bits: int, block: int,
+            progress: Callable[[str], None] | None = None) -> dict[str, float]:
+    """KL of the output logits over PROMPTS when each MatMul of NODES alone is rounded to BITS (blocks of BLOCK).
+
+    MODEL holds its weights (as quantize loads it, after smoothing); it is not changed."""
+    import onnxruntime as ort
+
+    weights = matmul_weights(model, nodes)
+    inits = {i.name: i for i in model.graph.initializer}
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)  # saving it moves its weights to a file: MODEL keeps them
+    probe.graph.input.extend(helper.make_tensor_value_info(w, onnx.TensorProto.FLOAT, list(inits[w].dims))
+                             for w in dict.fromkeys(weights.values()))
+    with tempfile.TemporaryDirectory(prefix="edgelm-sensitivity-") as work:
+        path = Path(work) / "probe.onnx"
+        onnx.save_model(probe, str(path), save_as_external_data=True, location="probe.onnx_data")
+        del probe
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # onnxruntime warns about every overridable initializer
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    names = {i.name for i in session.get_inputs()}
+    feeds = []
+    for ids in prompts:
+        feed = prompt_feeds(layout, list(ids), names)
+        feed[LOGITS_TO_KEEP] = np.zeros(1, np.int64)  # every position
+        feeds.append(feed)
+    reference = [session.run([LOGITS], f)[0][0] for f in feeds]
+    result = {}
+    for done, (node, weight) in enumerate(weights.items(), 1):
+        rounded = {weight: round_to_bits(numpy_helper.to_array(inits[weight]), bits, block)}
+        result[node] = float(np.mean([kl_divergence(r, session.run([LOGITS], {**f, **rounded})[0][0])
+                                      for r, f in zip(reference, feeds)]))
+        if progress is not None:
+            progress(f"{done}/{len(weights)} weights")
+    return result
+
+
+def choose_eight_bit(sensitivity: dict[str, float], sizes: dict[str, int], share: float) -> list[str]:
+    """The MatMuls to keep at 8 bits: the most sensitive per weight first, until SHARE of all weights' elements."""
+    budget = share * sum(sizes.values())
+    chosen, spent = [], 0
+    for node in sorted(sensitivity, key=lambda n: sensitivity[n] / sizes[n], reverse=True):
+        if spent + sizes[node] > budget:
+            continue
+        chosen.append(node)
+        spent += sizes[node]
+    return chosen
