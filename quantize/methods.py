@@ -324,7 +324,7 @@ def weight_only(src: Path, dst: Path, options: QuantizeOptions, keep: list[str],
         shared = bool(tie) and tie.gather not in keep and share_tied_embedding(model, tie, head_block)
     extra = {}  # what int4-mixed and clipping did, for the record
     if options.method is Method.INT4_MIXED:
-        eight, extra = _sensitive_matmuls(model, keep, options, calibration, progress)
+        eight, extra = _sensitive_matmuls(model, keep, options, calibration, progress, dst.parent)
         others = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.name not in eight]
         model = _matmul_nbits(model, 8, EIGHT_BIT_BLOCK, Algorithm.RTN, exclude=others, ops=("MatMul",), symmetric=True)
     if bits == 4 and options.algorithm is Algorithm.RTN:
@@ -348,7 +348,7 @@ def weight_only(src: Path, dst: Path, options: QuantizeOptions, keep: list[str],
 
 
 def _sensitive_matmuls(model, keep: list[str], options: QuantizeOptions, calibration: "CalibrationPrompts",
-                       progress) -> tuple[list[str], dict]:
+                       progress, work: Path) -> tuple[list[str], dict]:
     """int4-mixed's 8-bit MatMuls: each float MatMul's KL at 4 bits measured (quantize/sensitivity.py), then the
     most sensitive per weight chosen up to EIGHT_BIT_SHARE of their elements; and the record of the choice."""
     from edgelm.quantize.sensitivity import choose_eight_bit, matmul_weights, measure
@@ -358,7 +358,7 @@ def _sensitive_matmuls(model, keep: list[str], options: QuantizeOptions, calibra
     dims = {i.name: i.dims for i in model.graph.initializer if i.name in set(weights.values())}
     sizes = {node: int(dims[w][0] * dims[w][1]) for node, w in weights.items()}
     prompts = [list(t[:SENSITIVITY_TOKENS]) for t in calibration.texts]
-    kl = measure(model, calibration.layout, prompts, list(weights), 4, options.block, progress)
+    kl = measure(model, calibration.layout, prompts, list(weights), 4, options.block, progress, work)
     eight = choose_eight_bit(kl, sizes, EIGHT_BIT_SHARE)
     return eight, {"eight_bit_matmuls": eight, "eight_bit_share": EIGHT_BIT_SHARE,
                    "sensitivity_kl": {n: round(v, 6) for n, v in sorted(kl.items(), key=lambda kv: -kv[1])},

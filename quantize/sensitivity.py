@@ -58,10 +58,12 @@ def matmul_weights(model: onnx.ModelProto, names: list[str]) -> dict[str, str]:
 
 
 def measure(model: onnx.ModelProto, layout: KVLayout, prompts: list[list[int]], nodes: list[str], bits: int, block: int,
-            progress: Callable[[str], None] | None = None) -> dict[str, float]:
+            progress: Callable[[str], None] | None = None, work: Path | None = None) -> dict[str, float]:
     """KL of the output logits over PROMPTS when each MatMul of NODES alone is rounded to BITS (blocks of BLOCK).
 
-    MODEL holds its weights (as quantize loads it, after smoothing); it is not changed."""
+    MODEL holds its weights (as quantize loads it, after smoothing); it is not changed. The probe graph and its
+    weights are written under WORK (quantize's work folder; None: the system's temporary folder) until the session
+    has them."""
     import onnxruntime as ort
 
     weights = matmul_weights(model, nodes)
@@ -70,8 +72,8 @@ def measure(model: onnx.ModelProto, layout: KVLayout, prompts: list[list[int]], 
     probe.CopyFrom(model)  # saving it moves its weights to a file: MODEL keeps them
     probe.graph.input.extend(helper.make_tensor_value_info(w, onnx.TensorProto.FLOAT, list(inits[w].dims))
                              for w in dict.fromkeys(weights.values()))
-    with tempfile.TemporaryDirectory(prefix="edgelm-sensitivity-") as work:
-        path = Path(work) / "probe.onnx"
+    with tempfile.TemporaryDirectory(prefix="edgelm-sensitivity-", dir=work) as folder:
+        path = Path(folder) / "probe.onnx"
         onnx.save_model(probe, str(path), save_as_external_data=True, location="probe.onnx_data")
         del probe
         options = ort.SessionOptions()
