@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
 from pathlib import Path
 
 from peers import texts
@@ -146,6 +147,11 @@ def suite_increases(outcomes, variant, variants) -> dict[str, float]:
     return changes
 
 
+def worst_and_median(changes: dict[str, float]) -> tuple[float, float]:
+    """The largest and the median perplexity change over domains (the median as the quantize gate takes it)."""
+    return max(changes.values()), statistics.median(changes.values())
+
+
 def suite_table(variants, outcomes) -> str:
     """Perplexity change against the engine's own float per domain, then the worst and median domain and worst KL."""
     domains = suite_domains(outcomes)
@@ -157,8 +163,7 @@ def suite_table(variants, outcomes) -> str:
         kls = [get(outcomes, f"suite:{d}", v, "kl") for d in domains]
         kls = [k for k in kls if k is not None]
         cells = [pct(changes[d]) if d in changes else cell(outcomes, f"suite:{d}", v, "ppl", lambda x: DASH) for d in domains]
-        worst = max(changes.values()) if len(changes) == len(domains) else None
-        median = sorted(changes.values())[len(changes) // 2] if len(changes) == len(domains) else None
+        worst, median = worst_and_median(changes) if len(changes) == len(domains) else (None, None)
         rows.append([v.engine.label, v.name, v.klass, *cells, pct(worst) if worst is not None else DASH,
                      pct(median) if median is not None else DASH, f"{max(kls):.4f}" if kls else DASH])
     return table(["engine", "variant", "class", *domains, "worst", "median", "worst KL"], rows)
@@ -174,8 +179,7 @@ def frontier_points(variants, outcomes) -> list[tuple]:
         speed = get(outcomes, "single", v, "decode_tok_s")
         if speed is None or not domains or len(changes) != len(domains):
             continue
-        ordered_changes = sorted(changes.values())
-        points.append((v, v.size_mb, speed, ordered_changes[-1], ordered_changes[len(ordered_changes) // 2]))
+        points.append((v, v.size_mb, speed, *worst_and_median(changes)))
     return points
 
 
