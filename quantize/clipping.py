@@ -3,9 +3,7 @@
 onnxruntime's MatMulNBits quantizer (RTN) maps each block's whole [min, max] onto the 16 levels, so one
 outlier weight widens every step of its block. A narrower range loses that outlier but rounds the other
 31 weights more finely; llama.cpp's k-quants search their scales the same way (make_qkx2_quants). The search
-here tries shrink factors of the range per block and keeps the one with the least squared error, each input
-row weighted by how large its activations run (the calibration maxima SmoothQuant measured, squared), so
-error where activations are large counts for more (as AWQ weighs it).
+here tries shrink factors of the range per block and keeps the one with the least squared error.
 
 Why clip the float weights instead of writing the blocks ourselves: onnxruntime's quantizer then packs
 exactly the searched range (its RTN derives the scale and zero point from the block's min and max, with 0
@@ -19,31 +17,46 @@ import numpy as np
 SHRINK = np.linspace(1.0, 0.6, 17)  # candidate fractions of each block's range
 
 
-def clip_blocks(weight: np.ndarray, bits: int, block: int, importance: np.ndarray | None = None) -> np.ndarray:
-    """WEIGHT (K, N) with each K-block of each column clamped to its best range for BITS-bit rounding.
-
-    IMPORTANCE: (K,) weight of each input row's squared error (None: all equal)."""
+def as_blocks(weight: np.ndarray, block: int) -> np.ndarray:
+    """WEIGHT (K, N) as (K / BLOCK, BLOCK, N) float32, K padded with zeros to a whole block."""
     k, n = weight.shape
-    pad = -k % block
-    w = np.pad(weight.astype(np.float32), ((0, pad), (0, 0))).reshape(-1, block, n)  # (blocks, block, N)
-    rows = np.ones(k, np.float32) if importance is None else importance.astype(np.float32)
-    rows = np.pad(rows, (0, pad)).reshape(-1, block, 1)  # padded rows weigh nothing
-    low, high = np.minimum(w.min(1, keepdims=True), 0), np.maximum(w.max(1, keepdims=True), 0)
+    return np.pad(weight.astype(np.float32), ((0, -k % block), (0, 0))).reshape(-1, block, n)
+
+
+def from_blocks(blocks: np.ndarray, k: int) -> np.ndarray:
+    """The inverse of `as_blocks`: the first K rows."""
+    return blocks.reshape(-1, blocks.shape[-1])[:k]
+
+
+def rounded(blocks: np.ndarray, low: np.ndarray, high: np.ndarray, bits: int) -> np.ndarray:
+    """BLOCKS rounded to BITS with each block's range [LOW, HIGH] (0 inside it), dequantized.
+
+    As onnxruntime's MatMulNBits quantizer (RTN): scale = range / (2^bits - 1), an integer zero point =
+    round(-low / scale)."""
     levels = 2 ** bits - 1
+    scale = (high - low) / levels
+    scale[scale == 0] = 1.0
+    zero = np.clip(np.round(-low / scale), 0, levels)
+    return (np.clip(np.round(blocks / scale + zero), 0, levels) - zero) * scale
+
+
+def ranges(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each block's (min, max) widened to include 0, as onnxruntime takes them."""
+    return np.minimum(blocks.min(1, keepdims=True), 0), np.maximum(blocks.max(1, keepdims=True), 0)
+
+
+def clip_blocks(weight: np.ndarray, bits: int, block: int) -> np.ndarray:
+    """WEIGHT (K, N) with each K-block of each column clamped to its best range for BITS-bit rounding."""
+    w = as_blocks(weight, block)  # padded rows are zeros: they add no error
+    low, high = ranges(w)
     best_error = np.full(low.shape, np.inf, np.float32)
     best = np.ones(low.shape, np.float32)
     for f in SHRINK:
-        lo, hi = low * f, high * f
-        scale = (hi - lo) / levels
-        scale[scale == 0] = 1.0
-        zero = np.clip(np.round(-lo / scale), 0, levels)
-        q = np.clip(np.round(w / scale + zero), 0, levels)
-        error = (rows * ((q - zero) * scale - w) ** 2).sum(1, keepdims=True)
+        error = ((rounded(w, low * f, high * f, bits) - w) ** 2).sum(1, keepdims=True)
         better = error < best_error
         best_error = np.where(better, error, best_error)
         best = np.where(better, f, best)
-    clipped = np.clip(w, low * best, high * best)
-    return clipped.reshape(-1, n)[:k].astype(weight.dtype)
+    return from_blocks(np.clip(w, low * best, high * best), weight.shape[0]).astype(weight.dtype)
 
 
 def clip_matmuls(model, bits: int, block: int, exclude: list[str], progress=None) -> int:

@@ -21,26 +21,16 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from edgelm.quantize.clipping import as_blocks, from_blocks, ranges, rounded
 from edgelm.quantize.gate import log_softmax
 from edgelm.quantize.prompt_feeds import prompt_feeds
 from edgelm.runtime.kv_layout import LOGITS, LOGITS_TO_KEEP, KVLayout
 
 
 def round_to_bits(weight: np.ndarray, bits: int, block: int) -> np.ndarray:
-    """WEIGHT (K, N) as MatMulNBits stores it at BITS with a zero point per BLOCK rows of K, dequantized.
-
-    As onnxruntime's quantizer: each block's range widened to include 0, scale = range / (2^bits - 1),
-    zero point = round(-min / scale); K padded to a whole block."""
-    k, n = weight.shape
-    pad = -k % block
-    w = np.pad(weight.astype(np.float32), ((0, pad), (0, 0))).reshape(-1, block, n)
-    low, high = np.minimum(w.min(1, keepdims=True), 0), np.maximum(w.max(1, keepdims=True), 0)
-    levels = 2 ** bits - 1
-    scale = (high - low) / levels
-    scale[scale == 0] = 1.0
-    zero = np.clip(np.round(-low / scale), 0, levels)
-    q = np.clip(np.round(w / scale + zero), 0, levels)
-    return ((q - zero) * scale).reshape(-1, n)[:k].astype(np.float32)
+    """WEIGHT (K, N) as MatMulNBits stores it at BITS with a zero point per BLOCK rows of K, dequantized."""
+    w = as_blocks(weight, block)
+    return from_blocks(rounded(w, *ranges(w), bits), weight.shape[0]).astype(np.float32)
 
 
 def kl_divergence(reference: np.ndarray, other: np.ndarray) -> float:
