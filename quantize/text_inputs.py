@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgelm.errors import QuantizeError
-from edgelm.quantize.eval_suite import calibration_texts, evaluation_texts
+from edgelm.quantize.eval_suite import DOMAINS, calibration_texts, evaluation_texts
 from edgelm.quantize.texts import SENTENCES
 
 MIN_PROSE_TOKENS = 128  # fewer and a perplexity is noise
@@ -45,15 +45,18 @@ def sentences(path: str | Path | None, what: str) -> list[str]:
 
 def suite_ids(path: str | Path | None, domains: tuple[str, ...] | None, encode, what: str) -> dict[str, list[int]]:
     """Decoder token ids per evaluation domain: the built-in suite (or DOMAINS of it) and, with PATH, the user's
-    text as one more domain named after its file; each at least MIN_PROSE_TOKENS long."""
+    text as one more domain named after its file (`<name>-file` where that is a built-in domain's name); each at
+    least MIN_PROSE_TOKENS long."""
     texts = evaluation_texts(domains)
-    if path is not None:
-        texts[Path(path).stem] = read_text_file(path, what)
     ids = {domain: encode(text) for domain, text in texts.items()}
-    short = [f"{what} file {path} is {len(ids[d])} tokens long, too short to measure; give at least {MIN_PROSE_TOKENS} "
-             f"tokens of running text" if path is not None and d == Path(path).stem else
-             f"built-in {what} text {d!r} is {len(ids[d])} tokens for this tokenizer, fewer than {MIN_PROSE_TOKENS}"
-             for d in ids if len(ids[d]) < MIN_PROSE_TOKENS]
+    short = [f"built-in {what} text {d!r} is {len(i)} tokens for this tokenizer, fewer than {MIN_PROSE_TOKENS}"
+             for d, i in ids.items() if len(i) < MIN_PROSE_TOKENS]
+    if path is not None:
+        user = Path(path).stem if Path(path).stem not in DOMAINS else f"{Path(path).stem}-file"
+        ids[user] = encode(read_text_file(path, what))
+        if len(ids[user]) < MIN_PROSE_TOKENS:
+            short.append(f"{what} file {path} is {len(ids[user])} tokens long, too short to measure; give at least "
+                         f"{MIN_PROSE_TOKENS} tokens of running text")
     if short:
         raise QuantizeError(*short)
     return ids

@@ -172,3 +172,13 @@ def test_bundle_records_the_suite_in_its_manifest(mixed):
     out, _ = mixed
     recorded = json.loads((out / "manifest.json").read_text())["accuracy"]
     assert set(recorded["domains"]) == {"prose", "code", "support-tickets"} and "worst" in recorded and "median" in recorded
+
+
+def test_a_user_text_named_like_a_domain_is_added_beside_it_not_instead(tmp_path):
+    from edgelm.quantize.text_inputs import suite_ids
+
+    user = tmp_path / "code.txt"
+    user.write_text("SELECT name, total FROM orders WHERE total > 100 ORDER BY total DESC; " * 40)
+    ids = suite_ids(user, ("prose", "code"), lambda text: text.split(), "evaluation")
+    assert list(ids) == ["prose", "code", "code-file"]
+    assert ids["code"] == evaluation_texts(("code",))["code"].split()  # the built-in text is still scored
