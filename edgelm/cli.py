@@ -106,7 +106,7 @@ def verify_cmd(bundle: Path, provider: str, threads: int | None, as_json: bool):
 @click.option("--method", type=click.Choice(["int8-per-token", "int8-dynamic", "int8-static", "int8", "int4", "int4-mixed"]), default=None,
               help="Default: int8 (weight-only) for decoders, int8-per-token for encoders.")
 @click.option("--calibration", "calibration_file", type=click.Path(path_type=Path), default=None,
-              help="int8-static, SmoothQuant (int8, int4), int4-mixed's sensitivities and --kv-cache int8: calibration texts, one per line [default: built-in sentences and texts of five domains].")
+              help="int8-static, SmoothQuant (int8, int4), GPTQ (int4), int4-mixed's sensitivities and --kv-cache int8: calibration texts, one per line [default: built-in sentences and texts of five domains].")
 @click.option("--calibrate-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax", show_default=True)
 @click.option("--eval-file", type=click.Path(path_type=Path), default=None,
               help="Gate texts: running text for decoders (scored as one more domain beside the built-in suite), one text per line for encoders [default: built-in].")
@@ -115,9 +115,10 @@ def verify_cmd(bundle: Path, provider: str, threads: int | None, as_json: bool):
 @click.option("--max-ppl-increase", type=float, default=None, help="Decoder gate: allowed relative perplexity rise [default: 0.03 int8, 0.30 int4, 0.25 int4-mixed]; holds on every domain.")
 @click.option("--min-cosine", type=float, default=None, help="Embedding gate: minimum mean cosine [default: 0.99 int8, 0.97 int4].")
 @click.option("--keep-float", multiple=True, help="Keep nodes in float: a preset (lm_head, embeddings, attention, mlp) or an fnmatch pattern on node names; repeatable.")
-@click.option("--block-size", type=int, default=None, help="int8/int4 weight-only block size [default: 32 int8, 64 int4, 32 int4-mixed].")
-@click.option("--algorithm", type=click.Choice(["rtn", "hqq"]), default="rtn", show_default=True,
-              help="int4/int4-mixed rounding: rtn (round-to-nearest, a zero point per block) or hqq (float zero points; needs torch).")
+@click.option("--block-size", type=int, default=None, help="int8/int4 weight-only block size [default: 32].")
+@click.option("--algorithm", type=click.Choice(["gptq", "rtn", "hqq"]), default=None,
+              help="int4/int4-mixed rounding: gptq (errors compensated on the calibration texts), rtn (round-to-nearest) or hqq "
+                   "(float zero points, slow kernel; needs torch); all but hqq with a zero point per block  [default: gptq].")
 @click.option("--smooth", "smoothing", type=float, default=None,
               help="int8/int4: SmoothQuant alpha, moving activation outliers into the weights (0 turns it off)  [default: 0.5].")
 @click.option("--kv-cache", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True,

@@ -28,16 +28,19 @@ def from_blocks(blocks: np.ndarray, k: int) -> np.ndarray:
     return blocks.reshape(-1, blocks.shape[-1])[:k]
 
 
-def rounded(blocks: np.ndarray, low: np.ndarray, high: np.ndarray, bits: int) -> np.ndarray:
-    """BLOCKS rounded to BITS with each block's range [LOW, HIGH] (0 inside it), dequantized.
-
-    As onnxruntime's MatMulNBits quantizer (RTN): scale = range / (2^bits - 1), an integer zero point =
-    round(-low / scale)."""
+def scale_and_zero(low: np.ndarray, high: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """The step and integer zero point that onnxruntime's MatMulNBits quantizer (RTN) derives from a block's range
+    [LOW, HIGH] (0 inside it): scale = range / (2^bits - 1), zero point = round(-low / scale)."""
     levels = 2 ** bits - 1
     scale = (high - low) / levels
     scale[scale == 0] = 1.0
-    zero = np.clip(np.round(-low / scale), 0, levels)
-    return (np.clip(np.round(blocks / scale + zero), 0, levels) - zero) * scale
+    return scale, np.clip(np.round(-low / scale), 0, levels)
+
+
+def rounded(blocks: np.ndarray, low: np.ndarray, high: np.ndarray, bits: int) -> np.ndarray:
+    """BLOCKS rounded to BITS with each block's range [LOW, HIGH] (0 inside it), dequantized."""
+    scale, zero = scale_and_zero(low, high, bits)
+    return (np.clip(np.round(blocks / scale + zero), 0, 2 ** bits - 1) - zero) * scale
 
 
 def ranges(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -45,18 +48,23 @@ def ranges(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.minimum(blocks.min(1, keepdims=True), 0), np.maximum(blocks.max(1, keepdims=True), 0)
 
 
-def clip_blocks(weight: np.ndarray, bits: int, block: int) -> np.ndarray:
-    """WEIGHT (K, N) with each K-block of each column clamped to its best range for BITS-bit rounding."""
-    w = as_blocks(weight, block)  # padded rows are zeros: they add no error
-    low, high = ranges(w)
+def searched_ranges(blocks: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each block's range (low, high), shrunk by the factor of SHRINK that rounds it with the least squared error."""
+    low, high = ranges(blocks)
     best_error = np.full(low.shape, np.inf, np.float32)
     best = np.ones(low.shape, np.float32)
     for f in SHRINK:
-        error = ((rounded(w, low * f, high * f, bits) - w) ** 2).sum(1, keepdims=True)
+        error = ((rounded(blocks, low * f, high * f, bits) - blocks) ** 2).sum(1, keepdims=True)
         better = error < best_error
         best_error = np.where(better, error, best_error)
         best = np.where(better, f, best)
-    return from_blocks(np.clip(w, low * best, high * best), weight.shape[0]).astype(weight.dtype)
+    return low * best, high * best
+
+
+def clip_blocks(weight: np.ndarray, bits: int, block: int) -> np.ndarray:
+    """WEIGHT (K, N) with each K-block of each column clamped to its best range for BITS-bit rounding."""
+    w = as_blocks(weight, block)  # padded rows are zeros: they add no error
+    return from_blocks(np.clip(w, *searched_ranges(w, bits)), weight.shape[0]).astype(weight.dtype)
 
 
 def clip_matmuls(model, bits: int, block: int, exclude: list[str], progress=None) -> int:

@@ -53,15 +53,15 @@ class Method(str, Enum):
 
 
 class Algorithm(str, Enum):
-    """How int4 weights are rounded, both by onnxruntime.quantization: round-to-nearest with an integer zero
-    point per block, or HQQ (float zero points fit by half-quadratic optimisation). int8 is always symmetric RTN.
-
-    onnxruntime's GPTQ was measured and left out: on SmolLM2 (SmoothQuant on, blocks of 32 with zero points)
-    it matched RTN (KL 0.150 vs 0.150 on the gate's text) after 9 minutes against 1, and it fails on an
-    odd number of blocks per row (576 / 64) when packing zero points."""
+    """How 4-bit weights are rounded: GPTQ (quantize/gptq.py: each row's error compensated by the rows after it,
+    on calibration text's input statistics; the default), round-to-nearest (onnxruntime.quantization, each block's
+    range searched first), or HQQ (onnxruntime.quantization: float zero points by half-quadratic optimisation,
+    which onnxruntime 1.32 runs without its fast kernel). Every one writes an integer zero point per block except
+    HQQ. int8 is always symmetric RTN. GPTQ against RTN on every suite domain: docs/benchmarks.md."""
 
     RTN = "rtn"
     HQQ = "hqq"
+    GPTQ = "gptq"
 
 
 class KVCache(str, Enum):
@@ -90,10 +90,10 @@ def default_method(is_decoder: bool) -> Method:
 
 WEIGHT_ONLY = {Method.INT8: 8, Method.INT4: 4, Method.INT4_MIXED: 4}  # bits (int4-mixed: of the MatMuls not chosen for 8)
 FOUR_BIT = (Method.INT4, Method.INT4_MIXED)
-# Block size along K, measured on SmolLM2 with SmoothQuant (docs/benchmarks.md): int8 at 32 and 64 decode alike and
-# 32 is twice as accurate (KL 0.0021 vs 0.0035); int4 at 64 with zero points decodes ~15% faster than at 32
-# (onnxruntime's 4-bit kernel pays per block) at KL 0.16 (32: 0.12; 64 symmetric: 0.19).
-BLOCK_SIZES = {Method.INT8: 32, Method.INT4: 64, Method.INT4_MIXED: 32}
+# Block size along K, measured on SmolLM2 (docs/benchmarks.md): int8 at 32 and 64 decode alike and 32 is twice as
+# accurate; int4 at 64 decodes ~13% faster than at 32 (onnxruntime's 4-bit kernel pays per block) but only blocks of
+# 32 keep every suite domain (German above all) within llama.cpp Q4_0's perplexity change.
+BLOCK_SIZES = {Method.INT8: 32, Method.INT4: 32, Method.INT4_MIXED: 32}
 # int4-mixed: the share of the 4-bit MatMuls' weights (by element) kept at 8 bits, most sensitive first, and the
 # calibration tokens each sensitivity is measured on (the first SENSITIVITY_TOKENS of every calibration text).
 EIGHT_BIT_SHARE = 0.25
@@ -115,7 +115,7 @@ class QuantizeOptions:
     keep_float: tuple[str, ...] = ()  # presets or node-name patterns (quantize/policy.py)
     block_size: int | None = None  # weight-only block size along K; None: BLOCK_SIZES
     per_channel: bool = True  # int8-per-token / int8-dynamic / int8-static weights
-    algorithm: Algorithm = Algorithm.RTN  # int4 rounding
+    algorithm: Algorithm | None = None  # 4-bit rounding; None: GPTQ (`rounding`)
     kv_cache: KVCache = KVCache.FP32  # decoders
     smoothing: float | None = None  # SmoothQuant alpha for int8/int4 (0 = off); None: DEFAULT_SMOOTHING
     calibration: Calibration = Calibration.MINMAX  # int8-static
@@ -138,9 +138,25 @@ class QuantizeOptions:
             return 0.0
         return DEFAULT_SMOOTHING if self.smoothing is None else float(self.smoothing)
 
+    @property
+    def rounding(self) -> Algorithm:
+        """How 4-bit weights are rounded: the user's algorithm, or GPTQ; 8-bit weights are always RTN."""
+        if self.method not in FOUR_BIT:
+            return Algorithm.RTN
+        return self.algorithm or Algorithm.GPTQ
+
+    @property
+    def reads_calibration(self) -> bool:
+        """Whether the weight-only path runs the calibration texts: SmoothQuant's ranges, int4-mixed's sensitivity
+        or GPTQ's input statistics."""
+        return self.method in WEIGHT_ONLY and bool(self.alpha or self.method is Method.INT4_MIXED
+                                                   or self.rounding is Algorithm.GPTQ)
+
     def __post_init__(self):
         for name, kind in (("method", Method), ("algorithm", Algorithm), ("kv_cache", KVCache),
                            ("calibration", Calibration)):  # accept the names users type
+            if getattr(self, name) is None:
+                continue
             try:
                 object.__setattr__(self, name, kind(getattr(self, name)))
             except ValueError:
@@ -152,14 +168,13 @@ class QuantizeOptions:
             problems.append(f"--max-ppl-increase is a fraction (0.03 = 3%), got {self.max_ppl_increase}")
         if self.min_mean_cosine is not None and not 0 < self.min_mean_cosine <= 1:
             problems.append(f"--min-cosine must be in (0, 1], got {self.min_mean_cosine}")
-        if self.algorithm is not Algorithm.RTN and self.method not in FOUR_BIT:
+        if self.algorithm is not None and self.method not in FOUR_BIT:
             problems.append(f"--algorithm {self.algorithm.value} is for --method int4 and int4-mixed, not {self.method.value}")
-        smooths = self.method in WEIGHT_ONLY and self.smoothing != 0
-        if self.calibration_file is not None and self.method not in (Method.INT8_STATIC, Method.INT4_MIXED) \
-                and self.kv_cache is KVCache.FP32 and not smooths:
-            problems.append(f"--calibration is used by --method int8-static and int4-mixed, int8/int4 with SmoothQuant and "
-                            f"--kv-cache int8 only, "
-                            f"not {self.method.value}" + (" with --smooth 0" if self.method in WEIGHT_ONLY else ""))
+        if self.calibration_file is not None and self.method is not Method.INT8_STATIC \
+                and self.kv_cache is KVCache.FP32 and not self.reads_calibration:
+            setting = {Method.INT8: " with --smooth 0", Method.INT4: f" with --smooth 0 and --algorithm {self.rounding.value}"}
+            problems.append(f"--calibration is read by --method int8-static, int4 and int4-mixed, int8 with SmoothQuant and "
+                            f"--kv-cache int8 only, not {self.method.value}{setting.get(self.method, '')}")
         if self.smoothing is not None and self.method not in WEIGHT_ONLY:
             problems.append(f"--smooth is for --method int8 and int4 (weight-only), not {self.method.value}")
         elif self.smoothing is not None and not 0 <= self.smoothing <= 1:
@@ -291,15 +306,16 @@ def int8_static(src: Path, dst: Path, options: QuantizeOptions, keep: list[str],
 def weight_only(src: Path, dst: Path, options: QuantizeOptions, keep: list[str],
                 calibration: "CalibrationPrompts | None" = None, progress=None) -> Quantized:
     """Block-wise MatMulNBits in two passes: the LM head at 8 bits, then every other MatMul at the
-    method's bits (int4: with options.algorithm). A tied embedding's lookup reads the head's 8-bit
+    method's bits (4-bit: rounded by options.rounding). A tied embedding's lookup reads the head's 8-bit
     bytes (stored once); an untied one is quantized to 4 bits by int4 and left float by int8.
 
     Why the head stays 8-bit at int4: measured on SmolLM2, a 4-bit head and embedding nearly double
     the KL divergence from float (0.24 against 0.13, blocks of 32 with SmoothQuant), and the shared
     8-bit matrix is smaller than two 4-bit ones (docs/benchmarks.md). With options.alpha, SmoothQuant scales are first folded into the
     float weights (quantize/smoothing.py), their activation ranges taken on CALIBRATION. int4-mixed first
-    moves the MatMuls most sensitive at 4 bits to 8 (`_sensitive_matmuls`, measured on CALIBRATION). 4-bit RTN
-    weights get each block's range searched first (quantize/clipping.py).
+    moves the MatMuls most sensitive at 4 bits to 8 (`_sensitive_matmuls`, measured on CALIBRATION). 4-bit weights
+    are rounded by GPTQ on CALIBRATION's input statistics (quantize/gptq.py) unless the user picks RTN or HQQ; RTN
+    blocks get their range searched first (quantize/clipping.py).
     """
     import onnx
 
@@ -327,18 +343,26 @@ def weight_only(src: Path, dst: Path, options: QuantizeOptions, keep: list[str],
         eight, extra = _sensitive_matmuls(model, keep, options, calibration, progress, dst.parent)
         others = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.name not in eight]
         model = _matmul_nbits(model, 8, EIGHT_BIT_BLOCK, Algorithm.RTN, exclude=others, ops=("MatMul",), symmetric=True)
-    if bits == 4 and options.algorithm is Algorithm.RTN:
+    if options.rounding is Algorithm.GPTQ:
+        from edgelm.quantize.gptq import gptq_matmuls
+
+        prompts = [list(t) for t in calibration.texts]
+        written = gptq_matmuls(model, calibration.layout, prompts, bits, options.block, keep, ACCURACY_LEVEL, progress,
+                            dst.parent)
+        extra["gptq_matmuls"] = len(written)
+    if bits == 4 and options.rounding is not Algorithm.HQQ:  # what GPTQ left (shared or partial-block weights)
         from edgelm.quantize.clipping import clip_matmuls
 
         extra["clipped_matmuls"] = clip_matmuls(model, bits, options.block, keep, progress)
     lookups = ("Gather",) if bits == 4 and not shared else ()  # onnxruntime's quantizer writes only 4-bit lookups
-    algorithm = options.algorithm if bits == 4 else Algorithm.RTN
+    algorithm = Algorithm.HQQ if options.rounding is Algorithm.HQQ else Algorithm.RTN  # onnxruntime's pass
     symmetric = bits == 8  # int4: a zero point per block (RTN; HQQ fits its own)
     model = _matmul_nbits(model, bits, options.block, algorithm, exclude=keep, ops=("MatMul", *lookups), symmetric=symmetric)
     if tie and head is not None and head in keep:
         restore_tied_head(model, tie)  # a float head keeps reading the one float embedding
     save_graph(model, dst)
-    return Quantized(f"int{bits}", "fp32", {"block_size": options.block, "algorithm": algorithm.value,
+    return Quantized(f"int{bits}", "fp32", {"block_size": options.block,
+                                            "algorithm": options.rounding.value,
                                             "symmetric": symmetric, "accuracy_level": ACCURACY_LEVEL,
                                             "lm_head_bits": 8 if head is not None and head not in keep else None,
                                             "lm_head_block_size": head_block,

@@ -122,7 +122,7 @@ def _front_end(folder: Path) -> Any:
 def _eval_inputs(float_model: Any, options: QuantizeOptions) -> Any:
     """Evaluation ids (decoders) or texts (encoders), checked before any work starts."""
     if float_model.manifest.is_decoder:
-        if options.alpha or options.kv_cache is KVCache.INT8 or options.method is Method.INT4_MIXED:
+        if options.reads_calibration or options.kv_cache is KVCache.INT8:
             sentences(options.calibration_file, "calibration")  # fail now, not after pre-processing
         return suite_ids(options.eval_file, options.eval_domains, lambda text: float_model.tokenizer.encode(text).ids, "evaluation")
     if options.method is Method.INT8_STATIC:
@@ -143,8 +143,8 @@ def _run_method(pre: Path, dst: Path, options: QuantizeOptions, keep: list[str],
 
 def _calibration_prompts(float_model: Any, options: QuantizeOptions) -> CalibrationPrompts | None:
     """The calibration texts (the user's sentences joined, or the built-in mix of domains) as token ids, one prompt
-    each, for SmoothQuant's activation ranges."""
-    if not options.alpha and options.method is not Method.INT4_MIXED:
+    each, for SmoothQuant's activation ranges, int4-mixed's sensitivity and GPTQ's input statistics."""
+    if not options.reads_calibration:
         return None
     limit = min(MAX_CALIBRATION_TOKENS, float_model.manifest.max_context - 1)
     prompts = tuple(tuple(float_model.tokenizer.encode(text).ids[:limit]) for text in calibration_text_list(options.calibration_file))

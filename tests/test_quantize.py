@@ -395,11 +395,13 @@ def test_tied_int8_greedy_tokens_follow_the_float_bundle(quantized, name):
     assert all(row["first_difference"] is None or row["first_difference"] >= 3 for row in q.manifest.accuracy["greedy"])
 
 
-@pytest.mark.parametrize("algorithm", ["rtn", "hqq"])
+@pytest.mark.parametrize("algorithm", [None, "rtn", "hqq"])
 def test_int4_keeps_the_lm_head_and_the_tied_embedding_at_8_bits_stored_once(quantized, algorithm):
     q = quantized("llama", Method.INT4, algorithm=algorithm)
     options = q.manifest.precision["options"]
-    assert (options["tied_embedding_shared"], options["lm_head_bits"], options["algorithm"]) == (True, 8, algorithm)
+    assert (options["tied_embedding_shared"], options["lm_head_bits"], options["algorithm"]) == (True, 8, algorithm or "gptq")
+    # GPTQ (the default) wrote every 4-bit MatMul itself: packed qkv, o, packed gate|up and down of both layers
+    assert options.get("gptq_matmuls") == (8 if algorithm is None else None)
     model = onnx.load(str(q.out / q.manifest.graph_file))
     lookups = [n for n in model.graph.node if n.op_type == "GatherBlockQuantized"]
     assert [{a.name: a.i for a in n.attribute}["bits"] for n in lookups] == [8]
@@ -410,9 +412,9 @@ def test_int4_keeps_the_lm_head_and_the_tied_embedding_at_8_bits_stored_once(qua
     zero_points = [i for n in model.graph.node if n.op_type == "MatMulNBits" and "lm_head" not in n.name
                    for i in n.input[3:4] if i]
     inits = {i.name: i.data_type for i in model.graph.initializer}
-    # rtn: an integer zero point per block (4-bit, packed in uint8); hqq: a float zero point per block
-    assert {inits[z] for z in zero_points} == ({onnx.TensorProto.UINT8} if algorithm == "rtn" else {onnx.TensorProto.FLOAT})
-    assert options["block_size"] == 64 and options["lm_head_block_size"] == 32  # the 8-bit head keeps blocks of 32
+    # gptq, rtn: an integer zero point per block (4-bit, packed in uint8); hqq: a float zero point per block
+    assert {inits[z] for z in zero_points} == ({onnx.TensorProto.FLOAT} if algorithm == "hqq" else {onnx.TensorProto.UINT8})
+    assert options["block_size"] == 32 and options["lm_head_block_size"] == 32
 
 
 def test_hqq_is_for_int4_only():
@@ -577,7 +579,7 @@ BAD_INPUT = {
     "calibration-too-few-lines": ("bert/feature-extraction", ["--method", "int8-static", "--calibration", "{dir}/few.txt"],
                                   ["3 non-empty lines", "at least 8"]),
     "calibration-with-dynamic": ("bert/feature-extraction", ["--method", "int8-dynamic", "--calibration", "{dir}/few.txt"],
-                                 ["--calibration", "int8-static and int4-mixed, int8/int4 with SmoothQuant and --kv-cache int8 only"]),
+                                 ["--calibration", "int8-static, int4 and int4-mixed, int8 with SmoothQuant and --kv-cache int8 only", "not int8-dynamic"]),
     "eval-file-too-short": ("llama", ["--eval-file", "{dir}/short.txt"], ["evaluation file", "too short", "128"]),
     "eval-file-binary": ("llama", ["--eval-file", "{dir}/binary.txt"], ["evaluation file", "binary"]),
     "weight-only-on-encoder": ("bert/feature-extraction", ["--method", "int8"], ["weight-only", "decoders"]),
