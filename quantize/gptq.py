@@ -19,7 +19,6 @@ MatMuls already quantized), so every 4-bit MatMul sees the 8-bit errors before i
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,28 +27,13 @@ import onnx
 from onnx import helper, numpy_helper
 
 from edgelm.quantize.clipping import as_blocks, scale_and_zero, searched_ranges
+from edgelm.quantize.probe import probe_session
 from edgelm.quantize.prompt_feeds import prompt_feeds
 from edgelm.runtime.kv_layout import KVLayout
 
 DAMPING = 1.0  # times the Hessian's mean diagonal, added to it (see above)
 LAZY = 128  # rows compensated together before the rest is updated (GPTQ's lazy batch)
 HESSIAN_BYTES = 256 * 2 ** 20  # input statistics held at once (SmolLM2's all: 805 MB in float64)
-
-
-def _probe(model: onnx.ModelProto, inputs: list[str], work: Path | None):
-    """An onnxruntime session of MODEL that can also return the tensors INPUTS (written under WORK until loaded)."""
-    import onnxruntime as ort
-
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)  # saving it moves its weights to a file: MODEL keeps them
-    probe.graph.output.extend(helper.make_empty_tensor_value_info(name) for name in inputs)
-    with tempfile.TemporaryDirectory(prefix="edgelm-gptq-", dir=work) as folder:
-        path = Path(folder) / "probe.onnx"
-        onnx.save_model(probe, str(path), save_as_external_data=True, location="probe.onnx_data")
-        del probe
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def hessians(session, layout: KVLayout, prompts: list[list[int]], inputs: list[str]) -> dict[str, np.ndarray]:
@@ -162,7 +146,11 @@ def gptq_matmuls(model: onnx.ModelProto, layout: KVLayout, prompts: list[list[in
     if not chosen:
         return []
     widths = {n.input[0]: int(inits[n.input[1]].dims[0]) for n in chosen}
-    session = _probe(model, list(widths), work)
+
+    def exposed(probe: onnx.ModelProto) -> None:  # every MatMul input to round for also an output
+        probe.graph.output.extend(helper.make_empty_tensor_value_info(name) for name in widths)
+
+    session = probe_session(model, exposed, work)
     replaced = {}
     for group in within_budget(widths, HESSIAN_BYTES):
         if progress is not None:

@@ -13,7 +13,6 @@ reach the logits amplified differently; the KL of the logits is the quantity the
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from onnx import helper, numpy_helper
 
 from edgelm.quantize.clipping import as_blocks, from_blocks, ranges, rounded
 from edgelm.quantize.gate import log_softmax
+from edgelm.quantize.probe import probe_session
 from edgelm.quantize.prompt_feeds import prompt_feeds
 from edgelm.runtime.kv_layout import LOGITS, LOGITS_TO_KEEP, KVLayout
 
@@ -54,21 +54,14 @@ def measure(model: onnx.ModelProto, layout: KVLayout, prompts: list[list[int]], 
     MODEL holds its weights (as quantize loads it, after smoothing); it is not changed. The probe graph and its
     weights are written under WORK (quantize's work folder; None: the system's temporary folder) until the session
     has them."""
-    import onnxruntime as ort
-
     weights = matmul_weights(model, nodes)
     inits = {i.name: i for i in model.graph.initializer}
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)  # saving it moves its weights to a file: MODEL keeps them
-    probe.graph.input.extend(helper.make_tensor_value_info(w, onnx.TensorProto.FLOAT, list(inits[w].dims))
-                             for w in dict.fromkeys(weights.values()))
-    with tempfile.TemporaryDirectory(prefix="edgelm-sensitivity-", dir=work) as folder:
-        path = Path(folder) / "probe.onnx"
-        onnx.save_model(probe, str(path), save_as_external_data=True, location="probe.onnx_data")
-        del probe
-        options = ort.SessionOptions()
-        options.log_severity_level = 3  # onnxruntime warns about every overridable initializer
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def overridable(probe: onnx.ModelProto) -> None:  # each candidate weight also an input: a run feeds it rounded
+        probe.graph.input.extend(helper.make_tensor_value_info(w, onnx.TensorProto.FLOAT, list(inits[w].dims))
+                                 for w in dict.fromkeys(weights.values()))
+
+    session = probe_session(model, overridable, work)
     names = {i.name for i in session.get_inputs()}
     feeds = []
     for ids in prompts:
