@@ -97,6 +97,10 @@ BLOCK_SIZES = {Method.INT8: 32, Method.INT4: 32, Method.INT4_MIXED: 32}
 # int4-mixed: the share of the 4-bit MatMuls' weights (by element) kept at 8 bits, most sensitive first, and the
 # calibration tokens each sensitivity is measured on (the first SENSITIVITY_TOKENS of every calibration text).
 EIGHT_BIT_SHARE = 0.25
+# ...ranked by KL / size^SIZE_EXPONENT. Per element (1) spent the share almost all on the small attention matrices,
+# KL alone (0) on the large MLP ones; the square root between them was closer to float on every domain (German KL
+# -15%, docs/benchmarks.md).
+SIZE_EXPONENT = 0.5
 SENSITIVITY_TOKENS = 48
 EIGHT_BIT_BLOCK = 64  # int4-mixed's 8-bit MatMuls and LM head: 0.5 bit per weight of scales, against 1 at 32
 HEAD_BLOCK = 32  # the 8-bit LM head (and tied lookup): 32 decodes as fast as 64 at int8, and the head's error dominates
@@ -374,7 +378,8 @@ def weight_only(src: Path, dst: Path, options: QuantizeOptions, keep: list[str],
 def _sensitive_matmuls(model, keep: list[str], options: QuantizeOptions, calibration: "CalibrationPrompts",
                        progress, work: Path) -> tuple[list[str], dict]:
     """int4-mixed's 8-bit MatMuls: each float MatMul's KL at 4 bits measured (quantize/sensitivity.py), then the
-    most sensitive per weight chosen up to EIGHT_BIT_SHARE of their elements; and the record of the choice."""
+    most sensitive (KL / size^SIZE_EXPONENT) chosen up to EIGHT_BIT_SHARE of their elements; and the record of the
+    choice."""
     from edgelm.quantize.sensitivity import choose_eight_bit, matmul_weights, measure
 
     candidates = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.name not in keep]
@@ -383,8 +388,8 @@ def _sensitive_matmuls(model, keep: list[str], options: QuantizeOptions, calibra
     sizes = {node: int(dims[w][0] * dims[w][1]) for node, w in weights.items()}
     prompts = [list(t[:SENSITIVITY_TOKENS]) for t in calibration.texts]
     kl = measure(model, calibration.layout, prompts, list(weights), 4, options.block, progress, work)
-    eight = choose_eight_bit(kl, sizes, EIGHT_BIT_SHARE)
-    return eight, {"eight_bit_matmuls": eight, "eight_bit_share": EIGHT_BIT_SHARE,
+    eight = choose_eight_bit(kl, sizes, EIGHT_BIT_SHARE, SIZE_EXPONENT)
+    return eight, {"eight_bit_matmuls": eight, "eight_bit_share": EIGHT_BIT_SHARE, "size_exponent": SIZE_EXPONENT,
                    "sensitivity_kl": {n: round(v, 6) for n, v in sorted(kl.items(), key=lambda kv: -kv[1])},
                    "sensitivity_tokens": sum(map(len, prompts))}
 

@@ -79,11 +79,12 @@ def measure(model: onnx.ModelProto, layout: KVLayout, prompts: list[list[int]], 
     return result
 
 
-def choose_eight_bit(sensitivity: dict[str, float], sizes: dict[str, int], share: float) -> list[str]:
-    """The MatMuls to keep at 8 bits: the most sensitive per weight first, until SHARE of all weights' elements."""
+def choose_eight_bit(sensitivity: dict[str, float], sizes: dict[str, int], share: float, exponent: float = 1.0) -> list[str]:
+    """The MatMuls to keep at 8 bits, until SHARE of all weights' elements: highest KL / size^EXPONENT first (1: the
+    most sensitive per element; 0: the most sensitive outright)."""
     budget = share * sum(sizes.values())
     chosen, spent = [], 0
-    for node in sorted(sensitivity, key=lambda n: sensitivity[n] / sizes[n], reverse=True):
+    for node in sorted(sensitivity, key=lambda n: sensitivity[n] / sizes[n] ** exponent, reverse=True):
         if spent + sizes[node] > budget:
             continue
         chosen.append(node)

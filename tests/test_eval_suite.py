@@ -113,12 +113,12 @@ def test_int4_mixed_keeps_the_chosen_matmuls_at_8_bits_and_the_rest_at_4(mixed):
             for n in graph.node if n.op_type == "MatMulNBits"}
     for name in sensitivity:
         assert bits[name] == (8 if name in chosen else 4), name
-    # the choice: most sensitive per weight first, within the share
-    assert options["eight_bit_share"] > 0
+    # the choice: most sensitive (KL / size^0.5) first, within the share
+    assert options["eight_bit_share"] > 0 and options["size_exponent"] == 0.5
     assert verify(out, provider="cpu").passed
 
 
-def test_choice_of_eight_bit_matmuls_spends_the_share_on_the_most_sensitive_per_weight():
+def test_choice_of_eight_bit_matmuls_spends_the_share_on_the_most_sensitive_by_the_given_ranking():
     sensitivity = {"a": 0.5, "b": 0.4, "c": 0.01, "d": 0.3}
     sizes = {"a": 100, "b": 10, "c": 10, "d": 40}
     # per element: b 0.04, d 0.0075, a 0.005, c 0.001; budget 0.32 * 160 = 51.2 elements
@@ -126,6 +126,9 @@ def test_choice_of_eight_bit_matmuls_spends_the_share_on_the_most_sensitive_per_
     assert choose_eight_bit(sensitivity, sizes, 0.3) == ["b", "c"]  # d does not fit (50 > 48): the next that does
     assert choose_eight_bit(sensitivity, sizes, 1.0) == ["b", "d", "a", "c"]
     assert choose_eight_bit(sensitivity, sizes, 0.0) == []
+    # int4-mixed's ranking, KL / size^0.5: b 0.126, a 0.05, d 0.047, c 0.003 (a now before d; budget 120 elements)
+    assert choose_eight_bit(sensitivity, sizes, 0.75, exponent=0.5) == ["b", "a", "c"]  # d no longer fits
+    assert choose_eight_bit(sensitivity, sizes, 0.75, exponent=0) == ["a", "b", "c"]  # KL alone: a first
 
 
 # -- the numpy rounding is onnxruntime's ------------------------------------------------------------
