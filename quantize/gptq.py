@@ -19,6 +19,7 @@ MatMuls already quantized), so every 4-bit MatMul sees the 8-bit errors before i
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -136,10 +137,7 @@ def gptq_matmuls(model: onnx.ModelProto, layout: KVLayout, prompts: list[list[in
     matrices never all sit in memory at once."""
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
-    uses: dict[str, int] = {}
-    for node in graph.node:
-        for name in node.input:
-            uses[name] = uses.get(name, 0) + 1
+    uses = Counter(name for node in graph.node for name in node.input)
     chosen = [n for n in graph.node if n.op_type == "MatMul" and n.name not in exclude and n.input[1] in inits
               and len(inits[n.input[1]].dims) == 2 and inits[n.input[1]].dims[0] % block == 0
               and uses[n.input[1]] == 1]
@@ -151,7 +149,8 @@ def gptq_matmuls(model: onnx.ModelProto, layout: KVLayout, prompts: list[list[in
         probe.graph.output.extend(helper.make_empty_tensor_value_info(name) for name in widths)
 
     session = probe_session(model, exposed, work)
-    replaced = {}
+    replaced: dict[str, onnx.NodeProto] = {}
+    packed: list[onnx.TensorProto] = []
     for group in within_budget(widths, HESSIAN_BYTES):
         if progress is not None:
             progress(f"input statistics ({len(replaced)}/{len(chosen)} weights)")
@@ -159,15 +158,18 @@ def gptq_matmuls(model: onnx.ModelProto, layout: KVLayout, prompts: list[list[in
         for node in (n for n in chosen if n.input[0] in statistics):
             q, scales, zeros = gptq(numpy_helper.to_array(inits[node.input[1]]), statistics[node.input[0]], bits, block)
             replaced[node.name], tensors = matmul_nbits(node, q, scales, zeros, bits, block, accuracy_level)
-            graph.initializer.remove(inits[node.input[1]])
-            graph.initializer.extend(tensors)
+            packed.extend(tensors)
             if progress is not None:
                 progress(f"{len(replaced)}/{len(chosen)} weights")
         del statistics
     del session
+    # rebuilt once: removing each float weight from the repeated field would compare it with every tensor before it
     nodes = [replaced.get(n.name, n) for n in graph.node]
-    del graph.node[:]
+    rounded = {n.input[1] for n in chosen}
+    kept = [i for i in graph.initializer if i.name not in rounded]
+    del graph.node[:], graph.initializer[:]
     graph.node.extend(nodes)
+    graph.initializer.extend(kept + packed)
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     return [n.name for n in chosen]
