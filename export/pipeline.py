@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import edgelm
+from edgelm.bundle_graph import graph_io, graph_opset
 from edgelm.errors import ExportError
 from edgelm.export import describe
-from edgelm.export.graph import (GRAPH_FILE, check_decoder_io, export_graph, graph_io, graph_opset,
-                                 stored_weight_elements)
+from edgelm.export.graph import GRAPH_FILE, check_decoder_io, export_graph, stored_weight_elements
 from edgelm.export.loading import hf_model_of, load_model, load_tokenizer
 from edgelm.export.source import Source, resolve_source
 from edgelm.export.tokenizer_files import TOKENIZER_FILE, write_tokenizer

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from edgelm.bundle_graph import save_graph, weights_file
 from edgelm.errors import QuantizeError, warn
 from edgelm.quantize.eval_suite import check_domains
 
@@ -221,8 +222,6 @@ def preprocess(src: Path, dst: Path) -> None:
     """
     from onnxruntime.quantization.shape_inference import logger, quant_pre_process
 
-    from edgelm.export.graph import weights_file
-
     failures: list[logging.LogRecord] = []
 
     def hold(record: logging.LogRecord) -> bool:
@@ -278,7 +277,6 @@ def int8_per_token(src: Path, dst: Path, options: QuantizeOptions, keep: list[st
     """quantize_dynamic, then every quantized MatMul's input scaled per token (quantize/per_token.py)."""
     import onnx
 
-    from edgelm.export.graph import save_graph
     from edgelm.quantize.per_token import per_token_activations
 
     int8_dynamic(src, dst, options, keep)
@@ -323,7 +321,6 @@ def weight_only(src: Path, dst: Path, options: QuantizeOptions, keep: list[str],
     """
     import onnx
 
-    from edgelm.export.graph import save_graph
     from edgelm.quantize.smoothing import input_maxima, smooth
     from edgelm.quantize.tied_embedding import find_tie, lm_head_node, restore_tied_head, share_tied_embedding
 

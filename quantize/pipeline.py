@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import edgelm
+from edgelm.bundle_graph import graph_io, graph_opset, save_graph
 from edgelm.errors import QuantizeError
 from edgelm.progress import Steps
 from edgelm.quantize import gate, speed
@@ -37,8 +38,6 @@ def quantize(src: str | Path, out: str | Path, options: QuantizeOptions, *, forc
              progress: bool = True) -> Manifest:
     """Quantize the float bundle SRC into OUT with OPTIONS; returns OUT's manifest."""
     import onnx
-
-    from edgelm.export.graph import save_graph
 
     src, out = Path(src).expanduser(), Path(out).expanduser().absolute()
     base = _validate(src, out, options, force)
@@ -176,8 +175,6 @@ def _describe(base: Manifest, stage: Path, precision: dict, external: tuple[str,
               kv_cache: KVCache = KVCache.FP32) -> Manifest:
     """The float manifest with the new graph's I/O, opset and cache type, and the quantization record."""
     import onnxruntime as ort
-
-    from edgelm.export.graph import graph_io, graph_opset
 
     session = ort.InferenceSession(str(stage / base.graph_file), providers=["CPUExecutionProvider"])
     inputs, outputs = graph_io(session)

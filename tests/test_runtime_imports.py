@@ -1,11 +1,19 @@
-"""edgelm.runtime must work where torch, transformers, optimum and onnx are not installed."""
+"""edgelm.runtime must work where torch, transformers, optimum and onnx are not installed; and data
+flows one way (checkpoint -> export -> bundle -> quantize -> bundle -> runtime), so no stage imports
+a stage upstream of it."""
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
 
 BLOCKER = textwrap.dedent("""
     import importlib.abc, sys
@@ -69,3 +77,50 @@ def test_load_generate_stream_batch_and_embed_run_without_torch(bundles):
     out = json.loads(result.stdout)
     assert out["streamed"] == out["text"] and out["batch"][1] == out["text"] and out["chat"]
     assert out["steps"] == 3 and out["shape"] == [2, manifest.pooling.dimension]
+
+
+def imported_modules(path: Path, package: str) -> set[str]:
+    """Every module PATH imports, at any depth (function-level imports included), relative ones resolved in PACKAGE."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")[:len(package.split(".")) - node.level + 1] if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            names.add(module)
+            names.update(f"{module}.{a.name}" for a in node.names)  # `from edgelm import export`
+    return names
+
+
+def forbidden_imports(folder: Path, package: str, forbidden: set[str]) -> list[str]:
+    """'FILE imports MODULE' for each file in FOLDER (PACKAGE's source) that imports a FORBIDDEN module or one under it."""
+    found = []
+    for path in sorted(folder.rglob("*.py")):
+        where = path.relative_to(folder)
+        names = imported_modules(path, ".".join((package, *where.parent.parts)))
+        bad = [n for n in names if any(n == f or n.startswith(f + ".") for f in forbidden)]
+        if bad:
+            found.append(f"{where.as_posix()} imports {min(bad, key=len)}")
+    return found
+
+
+@pytest.mark.parametrize("folder, package, forbidden", [
+    ("quantize", "edgelm.quantize", {"edgelm.export"}),
+    ("runtime", "edgelm.runtime", {"edgelm.export", "edgelm.quantize", "edgelm.bundle_graph",
+                                   "torch", "transformers", "optimum", "onnx", "sentence_transformers"}),
+], ids=["quantize", "runtime"])
+def test_no_stage_imports_one_upstream_of_it_anywhere_in_its_source(folder, package, forbidden):
+    """Read from the source, so an import inside a function that no other test calls counts too
+    (quantize's bundle file I/O is edgelm.bundle_graph, shared with export, not edgelm.export.graph)."""
+    assert forbidden_imports(ROOT / folder, package, forbidden) == []
+
+
+def test_the_import_scan_sees_function_level_relative_and_from_package_imports(tmp_path):
+    (tmp_path / "m.py").write_text("def f():\n    from edgelm.export.graph import save_graph\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "r.py").write_text("from ...export import graph\n")
+    (tmp_path / "p.py").write_text("from edgelm import export\n")
+    (tmp_path / "ok.py").write_text("from edgelm.bundle_graph import save_graph\nimport edgelm.exported\n")
+    assert forbidden_imports(tmp_path, "edgelm.quantize", {"edgelm.export"}) == [
+        "m.py imports edgelm.export.graph", "p.py imports edgelm.export", "sub/r.py imports edgelm.export"]

@@ -10,7 +10,7 @@ import pytest
 from onnx import numpy_helper
 
 from edgelm.errors import QuantizeError
-from edgelm.export.graph import save_graph
+from edgelm.bundle_graph import save_graph
 from edgelm.quantize import Method, QuantizeOptions, quantize
 from edgelm.quantize.methods import preprocess
 from edgelm.quantize.prompt_feeds import prompt_feeds
