@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-# transformers AutoModel class loading each task's head.
+# transformers AutoModel class loading each task's head. feature-extraction has none: it loads a
+# sentence-transformers model (export/loading.py).
 AUTO_CLASS = {
     "text-generation": "AutoModelForCausalLM",
-    "feature-extraction": "AutoModel",
     "text-classification": "AutoModelForSequenceClassification",
     "token-classification": "AutoModelForTokenClassification",
     "fill-mask": "AutoModelForMaskedLM",

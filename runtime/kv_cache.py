@@ -63,9 +63,6 @@ class KVCache:
         self.capacity = capacity
         self.generation += 1
 
-    def bytes_per_token(self) -> int:
-        return 2 * self.layout.num_layers * self.layout.num_kv_heads * self.layout.head_size * np.dtype(self.dtype).itemsize
-
     # -- binding ---------------------------------------------------------------------------
     def bind(self, binding, start: int, stop: int) -> None:
         """Bind rows START..STOP-1 of every buffer as both past input and present output."""
