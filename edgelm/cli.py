@@ -14,6 +14,7 @@ import click
 from edgelm.errors import EdgelmError, GenerationError
 from edgelm.extras import require_extra
 from edgelm.runtime.manifest import TASKS
+from edgelm.serve.main import Options as ServeOptions  # its defaults are the serve options' (the server loads in serve_cmd)
 
 
 def one_line_errors(fn):
@@ -385,28 +386,28 @@ def batch_cmd(bundle: Path, input_path: Path, output: Path, column: str, task: s
 @cli.command("serve")
 @click.argument("bundles", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--name", "names", multiple=True, help="Model name of each bundle, in order [default: its folder's name].")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
-@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
-@click.option("--api-key", envvar="EDGELM_API_KEY", default=None,
+@click.option("--host", default=ServeOptions.host, show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", type=click.IntRange(0, 65535), default=ServeOptions.port, show_default=True)
+@click.option("--api-key", envvar="EDGELM_API_KEY", default=ServeOptions.api_key,
               help="Require `Authorization: Bearer KEY` on /v1/* [env: EDGELM_API_KEY].")
-@click.option("--max-batch", type=click.IntRange(min=1), default=8, show_default=True,
+@click.option("--max-batch", type=click.IntRange(min=1), default=ServeOptions.max_batch, show_default=True,
               help="Requests decoded together per decoder bundle (KV cache slots).")
-@click.option("--max-queue", type=click.IntRange(min=1), default=64, show_default=True,
+@click.option("--max-queue", type=click.IntRange(min=1), default=ServeOptions.max_queue, show_default=True,
               help="Requests that may wait for a slot; more get 429 with Retry-After.")
-@click.option("--max-tokens-cap", type=click.IntRange(min=1), default=None,
+@click.option("--max-tokens-cap", type=click.IntRange(min=1), default=ServeOptions.max_tokens_cap,
               help="Largest max_tokens a request may ask for [default: the model's context].")
-@click.option("--max-body", "max_body_bytes", type=click.IntRange(min=1024), default=4 * 1024 * 1024, show_default=True,
+@click.option("--max-body", "max_body_bytes", type=click.IntRange(min=1024), default=ServeOptions.max_body_bytes, show_default=True,
               help="Largest request body in bytes; more gets 413.")
-@click.option("--drain-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
+@click.option("--drain-timeout", type=click.FloatRange(min=0), default=ServeOptions.drain_timeout, show_default=True,
               help="Seconds SIGTERM waits for in-flight requests before stopping.")
 @runtime_options
 @one_line_errors
 def serve_cmd(bundles: tuple[Path, ...], names: tuple[str, ...], **options):
     """Serve bundles over OpenAI's HTTP API (chat, completions, embeddings; and /v1/rerank), batching across clients."""
     require_extra("serve", "serve")
-    from edgelm.serve.main import Options, serve
+    from edgelm.serve.main import serve
 
-    serve(list(bundles), list(names), Options(**options))
+    serve(list(bundles), list(names), ServeOptions(**options))
 
 
 def main():

@@ -44,11 +44,13 @@ FINGERPRINT = "edgelm"
 POLL_S = 0.5  # how often a non-streaming request checks that its client is still there
 
 
-@dataclass
+@dataclass(frozen=True)
 class Settings:
-    api_key: str | None = None
-    max_tokens_cap: int | None = None  # None: the model's context
-    max_body_bytes: int = 4 * 1024 * 1024
+    """What the routes read from serve.main.Options (whose defaults they are: build() passes every field)."""
+
+    api_key: str | None
+    max_tokens_cap: int | None  # None: the model's context
+    max_body_bytes: int
 
 
 @dataclass

@@ -22,8 +22,11 @@ class ServeError(EdgelmError):
     """The server cannot start as asked (a missing extra, a bad bundle, a duplicate model name)."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class Options:
+    """How `edgelm serve` runs, and the one place its defaults are written: the CLI's options read them
+    (so this module imports only the standard library and edgelm's own light modules at the top)."""
+
     host: str = "127.0.0.1"
     port: int = 8000
     api_key: str | None = None
