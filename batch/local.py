@@ -3,8 +3,8 @@
 A worker is a copy of the bundle with its own onnxruntime session, driven by a thread of this
 process (onnxruntime and the tokenizer release the GIL while they work). Several single-thread
 workers keep every core busy on small batches, where one session's threads mostly wait for
-each other: MiniLM INT8 on short texts, 2 CPUs: 2 workers x 1 thread embed about 20% more rows
-per second than 1 worker x 2 threads (docs/benchmarks.md, "Batch inference"). Written here, not
+each other: on short texts 2 single-thread workers embed more rows per second than one 2-thread
+worker (measured in docs/benchmarks.md, "Batch inference"). Written here, not
 taken from a library, because a worker must keep its own session: a thread pool hands each
 window to whichever worker is free.
 """

@@ -31,9 +31,8 @@ def save_graph(model: Any, path: Path) -> tuple[str, ...]:
     quantizers write theirs in its own external data format), so no file is held to protobuf's 2 GB limit.
 
     Why always, not only past protobuf's 2 GB: onnxruntime maps external data into memory, where an
-    inline graph is first parsed into a copy of every weight. Measured on SmolLM2, onnxruntime 1.32,
-    resident memory after opening the session: fp32 882 -> 572 MB (load 1.6 -> 0.9 s), int8 315 ->
-    270 MB, int4 228 -> 202 MB; decode speed unchanged (docs/benchmarks.md).
+    inline graph is first parsed into a copy of every weight, so a bundle opens faster in less memory
+    and decodes as fast (measured in docs/benchmarks.md, "Opening a bundle: memory").
     """
     import onnx
     from onnx.external_data_helper import uses_external_data

@@ -4,7 +4,7 @@
     export("./my-gpt2", "./gpt2-bundle")                         # task from config.json
     export("./all-MiniLM-L6-v2", "./minilm", task="feature-extraction")
 
-Needs the `export` extra (torch, transformers, optimum-onnx, onnx, gguf, accelerate,
+Needs the `export` extra (torch, transformers, onnx, onnxscript, gguf, accelerate,
 sentence-transformers); those are imported only when export() runs.
 """
 

@@ -30,8 +30,8 @@ from edgelm.export.loading import hf_model_of
 from edgelm.export.sentence_modules import PROMPT_LENGTH, exclude_prompt, split_pipeline
 
 # Opset 23 has ONNX's own Attention and Gelu, which torch.onnx writes for transformers' SDPA attention in one node
-# each instead of ~15 and 5; on all-MiniLM-L6-v2 the graph then runs as fast as optimum's in fp32 and faster at
-# int8 (docs/benchmarks.md). onnxruntime 1.24, the oldest the bundles name, runs it.
+# each instead of ~15 and 5; the traced graph then runs as fast as optimum's (docs/benchmarks.md, "Encoders:
+# sentence embeddings"). onnxruntime 1.24, the oldest the bundles name, runs it.
 DEFAULT_OPSET = 23
 _EXAMPLE_LENGTHS = (7, 5)  # two rows of different length, so the padding path is traced
 

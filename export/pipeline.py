@@ -1,6 +1,6 @@
 """export(): checkpoint -> verified ONNX bundle.
 
-    validate source and OUT -> load checkpoint -> graph (fused decoder builder | optimum) -> describe I/O
+    validate source and OUT -> load checkpoint -> graph (fused decoder builder | torch.onnx for encoders) -> describe I/O
     -> verify against transformers -> write manifest with checksums -> rename into OUT
 """
 

@@ -1,7 +1,7 @@
 """Write the bundle's tokenizer: tokenizer.json (padding and truncation cleared) and the chat template.
 
 Some checkpoints ship a tokenizer.json that pads every input to a fixed length (all-MiniLM-L6-v2
-pads to 128): a runtime that trusts it computes wrong embeddings, 7x slower. The bundle's
+pads to 128): a runtime that trusts it computes wrong embeddings, and slower. The bundle's
 tokenizer.json therefore encodes one text exactly; the runtime pads per batch and truncates to
 the manifest's max_context.
 """

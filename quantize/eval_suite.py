@@ -1,7 +1,8 @@
 """The texts the gate measures a decoder on, one per domain, and the different texts calibration reads.
 
-A quantized decoder that holds on prose can still fail on code, legal wording or another language (measured
-on SmolLM2: an int4 that cost +15% on prose cost +30% on code and dialogue), so the gate scores every domain
+A quantized decoder that holds on prose can still fail on code, legal wording or another language (an int4
+SmolLM2 loses far more on code and German than on prose: docs/benchmarks.md, "Decoder quality: the evaluation
+suite against llama.cpp"), so the gate scores every domain
 and judges the worst. Calibration (SmoothQuant's activation ranges, int4-mixed's sensitivities, the int8 KV
 cache's scales) reads a mix of the same domains from *other* texts, so the gate measures text calibration
 never saw.

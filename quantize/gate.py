@@ -32,8 +32,9 @@ class Thresholds:
     min_label_agreement: float
 
 
-# INT8 as the issue sets it; INT4 from what 4 bits cost a 135M-parameter model (SmolLM2: +21% to +31% on five domains,
-# +59% on German); INT4_MIXED from llama.cpp's Q4_K_M on the same model (+5% to +17% per domain; ours +6% to +20%).
+# INT8 as the issue sets it; INT4 from what 4 bits cost a 135M-parameter model (SmolLM2) on every suite domain,
+# German most; INT4_MIXED from what llama.cpp's Q4_K_M costs the same model (docs/benchmarks.md, "Decoder quality:
+# the evaluation suite against llama.cpp").
 THRESHOLDS = {
     Method.INT8_PER_TOKEN: Thresholds(0.03, 0.99, 0.97, 0.95),
     Method.INT8_DYNAMIC: Thresholds(0.03, 0.99, 0.97, 0.95),
@@ -87,8 +88,8 @@ def next_token_scores(float_lm: Any, quant_lm: Any, ids: list[int]) -> dict[str,
 def summarize(scores: dict[str, np.ndarray]) -> dict[str, float]:
     """Perplexities, their relative increase, top-1 agreement and mean KL of per-position SCORES.
 
-    The KL divergence of the whole next-token distribution is the steadier number: the same int8 bundle's
-    perplexity increase moves by +-0.5% from one text to another, its KL by a few percent.
+    The KL divergence of the whole next-token distribution is the steadier number: from one text to another an
+    int8 bundle's perplexity increase moves by about as much as int8 costs, its KL by a small part of itself.
     """
     ppl_float, ppl_quant = (float(np.exp(scores[k].mean())) for k in ("nll_float", "nll_quantized"))
     return {"eval_tokens": int(scores["kl"].size), "perplexity_float": ppl_float, "perplexity_quantized": ppl_quant,

@@ -7,9 +7,10 @@ float bundle runs calibration text through the runtime, and each channel's large
 the cache (keys after rotary, as stored) becomes 127. Why by hand: onnxruntime.quantization has
 no pass for the cache of GroupQueryAttention.
 
-Measured on SmolLM2 int8 (docs/benchmarks.md): a decode step at 2,000 tokens of context 1.4x
-faster (a quarter of the bytes to read), perplexity within 0.2%, but prompts run about 1.6x
-slower (the operator's quantized prompt path), so it is an option, not the default.
+A decode step at long context reads a quarter of the bytes, so it runs faster at nearly the float
+cache's perplexity, but prompts run slower (the operator's quantized prompt path), so it is an
+option, not the default (SmolLM2 int8-kv8 in docs/benchmarks.md, "Decoder speed: SmolLM2 against
+three peers").
 
     before: GroupQueryAttention(qkv, past_k float, past_v float, ...) -> present_k float, present_v float
     after:  GroupQueryAttention(qkv, past_k int8, past_v int8, ..., k_scale, v_scale) -> present_k int8, present_v int8

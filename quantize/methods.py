@@ -9,11 +9,11 @@
 | int4          | weight-only INT4, block-wise (MatMulNBits + 4-bit GatherBlockQuantized) |  |
 | int4-mixed    | int4, with the MatMuls most sensitive at 4 bits (measured KL on calibration text) at 8 bits, as llama.cpp's Q4_K_M keeps some tensors at 6 |  |
 
-Defaults come from measurements on this project's real models (docs/benchmarks.md): for
-SmolLM2, int8-dynamic raised perplexity by 71% while weight-only int8 kept it within 0.3% and
-decoded 1.8x faster; for all-MiniLM-L6-v2, int8-static (QDQ) reached only 0.94 mean cosine,
-int8-dynamic 0.993 (0.9931 on the gate's sentences, 0.9929 on held-out ones) and int8-per-token
-0.997 (0.9973 / 0.9970) at about 0.8x int8-dynamic's speed, still about 2x the float bundle's.
+The defaults are what kept this project's real models closest to float for their speed: for a
+decoder, weight-only int8 loses far less perplexity than int8-dynamic and decodes faster; for an
+encoder, int8-per-token keeps the embeddings closer to float than int8-dynamic or int8-static at a
+small cost in speed (see `default_method`; the numbers are in docs/benchmarks.md, "Decoder quality:
+the evaluation suite against llama.cpp" and "Encoders: sentence embeddings").
 
 Every method first runs onnxruntime's quantization pre-processing (constant folding, so the
 LM head's Transpose(embedding) becomes a weight the quantizers can see). Each step writes its
@@ -80,33 +80,33 @@ class Calibration(str, Enum):
 
 
 def default_method(is_decoder: bool) -> Method:
-    """Measured on this project's real models (docs/benchmarks.md). Encoders: per-token scales keep
-    all-MiniLM-L6-v2 at cosine 0.997 against the float bundle where one scale per call (int8-dynamic)
-    gives 0.993: the [CLS] token's activations reach 5-10x the other tokens' and set that one scale.
-    Keeping the 6 most sensitive MatMuls in float also reaches 0.997 but runs slower and is larger;
-    weight-only int8 (MatMulNBits) reaches 0.9994 but runs slower than the float bundle (its kernel
-    is 5x slower than int8-dynamic's on 640-token batches, onnxruntime 1.32)."""
+    """Decoders: weight-only int8. Encoders: int8 with a scale per token, because with one scale per call
+    (int8-dynamic) the [CLS] and [SEP] tokens' far larger activations set the scale of every token. Keeping
+    the most sensitive MatMuls in float is as close to float but slower and larger; weight-only int8
+    (MatMulNBits) is closer still but slower than the float bundle, its kernel being made for one row, not
+    batches (measured in docs/benchmarks.md, "Encoders: sentence embeddings")."""
     return Method.INT8 if is_decoder else Method.INT8_PER_TOKEN
 
 
 WEIGHT_ONLY = {Method.INT8: 8, Method.INT4: 4, Method.INT4_MIXED: 4}  # bits (int4-mixed: of the MatMuls not chosen for 8)
 FOUR_BIT = (Method.INT4, Method.INT4_MIXED)
-# Block size along K, measured on SmolLM2 (docs/benchmarks.md): int8 at 32 and 64 decode alike and 32 is twice as
-# accurate; int4 at 64 decodes ~13% faster than at 32 (onnxruntime's 4-bit kernel pays per block) but only blocks of
-# 32 keep every suite domain (German above all) within llama.cpp Q4_0's perplexity change.
+# Block size along K: int8 decodes as fast at 32 as at 64 and is more accurate; int4 decodes faster at 64
+# (onnxruntime's 4-bit kernel pays per block) but only blocks of 32 keep every suite domain (German above all) within
+# llama.cpp Q4_0's perplexity change (measured on SmolLM2 in docs/benchmarks.md, "Decoder quality: the evaluation
+# suite against llama.cpp").
 BLOCK_SIZES = {Method.INT8: 32, Method.INT4: 32, Method.INT4_MIXED: 32}
 # int4-mixed: the share of the 4-bit MatMuls' weights (by element) kept at 8 bits, most sensitive first, and the
 # calibration tokens each sensitivity is measured on (the first SENSITIVITY_TOKENS of every calibration text).
 EIGHT_BIT_SHARE = 0.25
 # ...ranked by KL / size^SIZE_EXPONENT. Per element (1) spent the share almost all on the small attention matrices,
-# KL alone (0) on the large MLP ones; the square root between them was closer to float on every domain (German KL
-# -15%, docs/benchmarks.md).
+# KL alone (0) on the large MLP ones; the square root between them was closer to float on every domain
+# (docs/benchmarks.md, "Decoder quality: the evaluation suite against llama.cpp").
 SIZE_EXPONENT = 0.5
 SENSITIVITY_TOKENS = 48
 EIGHT_BIT_BLOCK = 64  # int4-mixed's 8-bit MatMuls and LM head: 0.5 bit per weight of scales, against 1 at 32
 HEAD_BLOCK = 32  # the 8-bit LM head (and tied lookup): 32 decodes as fast as 64 at int8, and the head's error dominates
-# SmoothQuant's alpha for int8/int4 (quantize/smoothing.py). Measured on SmolLM2: mean KL from float 0.0040 ->
-# 0.0021 (int8) and 0.26 -> 0.14 (int4) at 0.5; 0.4-0.75 all within 15% of that (docs/benchmarks.md).
+# SmoothQuant's alpha for int8/int4 (quantize/smoothing.py): on SmolLM2, 0.5 brought both markedly closer to float,
+# and any alpha from 0.4 to 0.75 did about as well (docs/benchmarks.md).
 DEFAULT_SMOOTHING = 0.5
 # MatMulNBits computes with int8 activations (VNNI / AMX kernels) where the CPU has them.
 ACCURACY_LEVEL = 4
@@ -233,8 +233,8 @@ def preprocess(src: Path, dst: Path) -> None:
     try:
         # symbolic shape inference fails on optimum's decoder graphs (dynamic past lengths); ONNX's own suffices.
         # save_as_external_data: onnxruntime 1.32 then also points its optimiser's output at a data file of its
-        # own (without it, a graph whose weights are beside it loses them); measured on SmolLM2 fp32: the same
-        # graph as from an inline copy, in half the time (24 against 49 s)
+        # own (without it, a graph whose weights are beside it loses them); the result is the same graph as from
+        # an inline copy, sooner
         quant_pre_process(str(src), str(dst), skip_symbolic_shape=True, save_as_external_data=True,
                           all_tensors_to_one_file=True, external_data_location=weights_file(dst).name)
     finally:
@@ -249,11 +249,9 @@ def int8_dynamic(src: Path, dst: Path, options: QuantizeOptions, keep: list[str]
 
     Weights are kept in 7 bits (onnxruntime's reduce_range). On a CPU without VNNI (AVX2 only),
     onnxruntime's u8s8 kernel adds pairs of 8-bit products in 16 bits, which saturates on full-range
-    weights; a bundle runs on CPUs it was not built on, so it must be right on those too. Measured
-    on a 2-core AMD EPYC with AVX2 only: a tiny GPT-2's top-1 agreement with float 0.78 -> 0.91 (KL
-    0.027 -> 0.004), a tiny BERT fill-mask's label agreement 0.93 -> 0.98 (int8-per-token: 0.85 ->
-    0.98); all-MiniLM-L6-v2 (int8-per-token) pays 0.0006 of cosine there (0.9965 -> 0.9959) and
-    0.0013 at int8-dynamic on a VNNI Xeon (0.9931 -> 0.9918, docs/benchmarks.md).
+    weights; a bundle runs on CPUs it was not built on, so it must be right on those too. On such a
+    CPU 7 bits bring tiny models' outputs much closer to float, and cost the real encoders little
+    cosine anywhere (measured in docs/benchmarks.md, "Encoders: sentence embeddings").
     """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -311,9 +309,8 @@ def weight_only(src: Path, dst: Path, options: QuantizeOptions, keep: list[str],
     method's bits (4-bit: rounded by options.rounding). A tied embedding's lookup reads the head's 8-bit
     bytes (stored once); an untied one is quantized to 4 bits by int4 and left float by int8.
 
-    Why the head stays 8-bit at int4: measured on SmolLM2, a 4-bit head and embedding nearly double
-    the KL divergence from float (0.24 against 0.13, blocks of 32 with SmoothQuant), and the shared
-    8-bit matrix is smaller than two 4-bit ones (docs/benchmarks.md). With options.alpha, SmoothQuant scales are first folded into the
+    Why the head stays 8-bit at int4: on SmolLM2 a 4-bit head and embedding move the output much further
+    from float, and the shared 8-bit matrix is smaller than two 4-bit ones. With options.alpha, SmoothQuant scales are first folded into the
     float weights (quantize/smoothing.py), their activation ranges taken on CALIBRATION. int4-mixed first
     moves the MatMuls most sensitive at 4 bits to 8 (`_sensitive_matmuls`, measured on CALIBRATION). 4-bit weights
     are rounded by GPTQ on CALIBRATION's input statistics (quantize/gptq.py) unless the user picks RTN or HQQ; RTN

@@ -2,8 +2,8 @@
 
 quantize_dynamic quantizes a MatMul's input with ONE scale per call (DynamicQuantizeLinear: the
 minimum and maximum of the whole batch). In BERT-family encoders a few tokens ([CLS], [SEP]) carry
-activations several times larger than every other token's (all-MiniLM-L6-v2: up to 28 where 99.9%
-of values stay under 3-9), so that one scale leaves the other tokens a few levels each. Here every
+activations several times larger than every other token's, so that one scale leaves the other
+tokens a few levels each. Here every
 token (row) gets its own symmetric scale, as CTranslate2's int8 does. The weights stay as
 quantize_dynamic wrote them (int8, per output channel).
 
@@ -16,16 +16,14 @@ quantize_dynamic wrote them (int8, per output channel).
 The rows are quantized symmetrically (zero point 128 for all), so MatMulIntegerToFloat's single
 activation zero point holds for every row. It is written directly, with activation scale 1 and the
 row scales applied after it: onnxruntime's own fusion of MatMulInteger + Cast + Mul into it assumes
-a single activation scale (measured: with per-row scales left to that fusion the embeddings came out
-wrong, cosine 0.69).
+a single activation scale (with per-row scales left to that fusion the embeddings come out wrong).
 
 Only an activation read by ONE MatMul is rewritten. One read by several (Q, K and V share their
 input) keeps its per-call scale: each reader would pay a row-scale Mul and a bias Add of its own
-(the bias leaves the int8 kernel's epilogue), and on all-MiniLM-L6-v2 that input's largest token is
-only 2.4-3.1x the median token's range (the FFN's: up to 8.4x). Measured there (onnxruntime 1.32,
-one thread): cosine 0.9973 / 0.9970 on the gate's and held-out sentences, against 0.9970 / 0.9967
-with Q/K/V's input per token too, at 0.83x int8-dynamic's speed instead of 0.74x. An input that
-feeds anything else (QAttention, say) also keeps its per-call scale.
+(the bias leaves the int8 kernel's epilogue), and that input's outlier tokens stand out far less
+than the FFN's: per-token scales there too were slower and no closer to float (docs/benchmarks.md,
+"Encoders: sentence embeddings"). An input that feeds anything else (QAttention, say) also keeps its
+per-call scale.
 """
 
 from __future__ import annotations

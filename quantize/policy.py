@@ -13,7 +13,7 @@ from fnmatch import fnmatchcase
 
 from edgelm.errors import QuantizeError
 
-# Presets over the node names optimum gives (/lm_head/MatMul, /model/embed_tokens/Gather, ...).
+# Presets over the node names export gives, as optimum does (/lm_head/MatMul, /model/embed_tokens/Gather, ...).
 PRESETS = {
     "lm_head": ("*lm_head*",),
     "embeddings": ("*embed_tokens*", "*embeddings*", "*wte*"),

@@ -2,7 +2,8 @@
 
 Why by hand: onnxruntime's MatMulNBitsQuantizer turns the LM head (a MatMul over the folded
 transpose of the embedding) into 8-bit MatMulNBits, but refuses 8-bit Gather, so the input
-embedding would stay float: for SmolLM2, 113 of a 266 MB INT8 bundle. No library shares the two.
+embedding would stay float: for SmolLM2, a float copy of the bundle's largest matrix beside its 8-bit
+one. No library shares the two.
 
 MatMulNBits stores B as (N, K / block, block) uint8 with scales (N * K / block,): for the LM
 head (N = vocab, K = hidden) those are the embedding rows, quantized in blocks along the hidden

@@ -24,8 +24,9 @@ def load(path: str | Path, provider: str = "auto", threads: int | None = None,
          fast: bool = False) -> Union["LanguageModel", "Encoder"]:
     """Open the bundle at PATH: a LanguageModel for a decoder, an Encoder for an encoder.
 
-    provider: "auto" (CUDA when onnxruntime offers it, else CPU with a warning), "cpu" or "cuda".
-    threads: onnxruntime's intra-op threads (None or 0: its own choice).
+    provider: "auto" (CUDA when onnxruntime offers it, else CPU, silently), "cpu" or "cuda".
+    threads: onnxruntime's intra-op threads. None: the CPUs this process may use (its affinity, capped
+    by its cgroup's CPU quota: runtime/threads.py), not the host's core count; 0: onnxruntime's own choice.
     fast: check every file's size but hash only small ones (say so in `file_notes`).
     """
     from edgelm.runtime.bundle import open_bundle

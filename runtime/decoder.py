@@ -21,7 +21,7 @@ from edgelm.runtime.manifest import Manifest
 from edgelm.runtime.session import DEVICES, Device, run_graph
 
 
-PREFILL_CHUNK = 256  # tokens per call when a prompt is long (256 to 512 measured alike; smaller bounds scratch memory)
+PREFILL_CHUNK = 256  # tokens per call when a prompt is long (512 is no faster; a smaller chunk bounds scratch memory)
 
 
 class DecoderGraph:
@@ -122,8 +122,8 @@ class DecoderGraph:
     def _step_feeds(self, cache: KVCache, width: int) -> "StepFeeds":
         """The decode step's binding over the first WIDTH slots, with its host inputs and logits bound by pointer.
 
-        Rebinding four small inputs and the logits every step costs 0.15-0.3 ms in Python (3-4% of a
-        SmolLM2 INT8 step); a step instead writes the new ids and lengths into buffers bound once.
+        Rebinding four small inputs and the logits every step is a visible share of a small model's step
+        in Python; a step instead writes the new ids and lengths into buffers bound once.
         """
         held = cache.bindings.get(("step", width))
         if held is None or held[0] != cache.generation:

@@ -30,7 +30,7 @@ MANIFEST_NAME = "manifest.json"
 # sha256sum's line for manifest.json (`sha256sum -c manifest.sha256` checks it on any box): an
 # edited or damaged manifest is refused instead of trusted. Bundles written before it have none.
 SEAL_NAME = "manifest.sha256"
-# Files above this size are only size-checked in fast mode (hashing 500 MB costs ~1 s).
+# Files above this size are only size-checked in fast mode (hashing the weights is most of a large bundle's check).
 FAST_HASH_LIMIT = 64 * 1024 * 1024
 
 DECODER_TASKS = ("text-generation",)

@@ -38,9 +38,9 @@ class Device:
 DEVICES = {"cpu": Device("cpu"), "cuda": Device("cuda")}
 
 # onnxruntime graph fusions left out on the CPU because its fused kernel is slower there than the nodes it
-# replaces. SkipLayerNormFusion (Add + LayerNormalization -> SkipLayerNormalization): on a (640, 384) batch,
-# one thread, onnxruntime 1.32, SkipLayerNormalization takes 1.8-2.0 ms where Add + LayerNormalization take
-# 0.4-0.5 ms; all-MiniLM-L6-v2 runs 8% faster in float and 15-25% faster in INT8 without it (docs/benchmarks.md).
+# replaces. SkipLayerNormFusion (Add + LayerNormalization -> SkipLayerNormalization): onnxruntime 1.32's CPU
+# SkipLayerNormalization is slower than the two nodes, so encoders run faster without it, in float and INT8
+# (measured in docs/benchmarks.md, "Encoders: sentence embeddings").
 # Decoder graphs written by export carry their skip-norm nodes explicitly, so this changes nothing for them.
 CPU_SLOWER_FUSIONS = ("SkipLayerNormFusion",)
 

@@ -46,7 +46,7 @@ POLL_S = 0.5  # how often a non-streaming request checks that its client is stil
 
 @dataclass(frozen=True)
 class Settings:
-    """What the routes read from serve.main.Options (whose defaults they are: build() passes every field)."""
+    """The part of serve.main.Options the routes read; build() passes every field, so the defaults live in Options only."""
 
     api_key: str | None
     max_tokens_cap: int | None  # None: the model's context
