@@ -18,6 +18,7 @@ import pytest
 
 from edgelm.runtime import load
 from edgelm.runtime.generator import Generator, GeneratorParams
+from tests import tiny
 
 THREADS = 8
 ROUNDS = 3
@@ -28,7 +29,7 @@ TEXTS = ["The quick brown fox jumps over the lazy dog.", "Paris",
          "What is the capital of France? The capital of France is Paris.", "edgelm", "a b c d e f g h"]
 
 
-@pytest.fixture(scope="module", params=["gpt2", "llama"])
+@pytest.fixture(scope="module", params=tiny.decoder_samples())
 def lm(request, bundles):
     return load(bundles(request.param)[0], provider="cpu")
 

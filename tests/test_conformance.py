@@ -22,10 +22,13 @@ from edgelm.errors import BundleError
 from edgelm.runtime import conformance, load, verify
 from edgelm.runtime.conformance import TOLERANCES, _greedy_agreement
 from edgelm.runtime.manifest import read_manifest
+from tests import tiny
 from tests.test_bad_input import assert_one_line_error, run_cli
 
-DECODERS = ("gpt2", "llama")
-ENCODERS = ("bert/feature-extraction", "roberta/text-classification", "distilbert/token-classification", "bert/fill-mask")
+DECODERS = tiny.decoder_samples()
+# one encoder per task, spread over three families (each task's vector kind is what differs)
+ENCODERS = tiny.registered("bert/feature-extraction", "roberta/text-classification", "distilbert/token-classification",
+                           "bert/fill-mask")
 KINDS = {"feature-extraction": "embedding", "text-classification": "logits", "token-classification": "token_logits",
          "fill-mask": "fill_mask"}
 
@@ -54,7 +57,7 @@ def scale_largest_weight(folder: Path, factor: float) -> str:
 
 
 # -- what export writes ----------------------------------------------------------------------
-@pytest.mark.parametrize("name", DECODERS + ENCODERS)
+@pytest.mark.parametrize("name", [*DECODERS, *ENCODERS])
 def test_every_exported_bundle_carries_checksummed_vectors_that_pass_here(bundles, name):
     folder, manifest = bundles(name)
     assert manifest.conformance_file == "conformance.json"

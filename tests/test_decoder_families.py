@@ -75,6 +75,21 @@ def test_every_decoder_model_type_in_the_registry_has_a_tiny_checkpoint():
     assert set(tiny.decoder_model_types()) <= {tiny.model_type_of(name) for name in CASES}
 
 
+def test_tests_that_pick_tiny_checkpoints_name_only_registered_ones(monkeypatch):
+    """Tests that sample families (tiny.registered, tiny.decoder_samples) fail by name when the registry drops one."""
+    import edgelm.export.families as families
+
+    assert set(tiny.decoder_samples()) <= set(CASES)
+    monkeypatch.setattr(families, "FAMILIES", tuple(f for f in families.FAMILIES if f.name != "gpt2"))
+    with pytest.raises(LookupError, match="tiny checkpoint 'gpt2' has no registered family"):
+        tiny.registered("llama", "gpt2")
+    monkeypatch.undo()
+    with pytest.raises(LookupError, match="no tiny checkpoint is named 'gpt5'"):
+        tiny.registered("gpt5")
+    with pytest.raises(LookupError, match="family bert serves feature-extraction"):
+        tiny.registered("bert/text-generation")
+
+
 @pytest.mark.parametrize("name", CASES)
 def test_export_verifies_and_the_graph_keeps_one_fused_attention_per_layer(bundles, checkpoints, name):
     out, manifest = bundles(name)

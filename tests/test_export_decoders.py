@@ -13,8 +13,9 @@ import transformers
 
 from edgelm.runtime.decoder import DecoderGraph, greedy_continuation
 from edgelm.runtime.manifest import read_manifest
+from tests import tiny
 
-DECODERS = ["gpt2", "distilgpt2", "llama", "mistral", "mistral-window", "qwen2"]
+DECODERS = tiny.decoder_cases()  # every registered decoder family, and the variants of a family's wiring
 
 
 @pytest.mark.parametrize("name", DECODERS)
@@ -32,29 +33,31 @@ def test_kv_layout_matches_config_including_grouped_query_attention(bundles, che
     config = transformers.AutoConfig.from_pretrained(checkpoints(name))
     heads = config.num_attention_heads
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head = getattr(config, "head_dim", None) or config.hidden_size // heads
     kv = manifest.kv_cache
-    assert (kv.num_layers, kv.num_kv_heads, kv.head_size) == (config.num_hidden_layers, kv_heads, config.hidden_size // heads)
+    assert (kv.num_layers, kv.num_kv_heads, kv.model_head_size or kv.head_size) == (config.num_hidden_layers, kv_heads, head)
     assert (kv.cache, kv.attention) == ("shared-buffer", "com.microsoft.GroupQueryAttention")
     specs = {t.name: t for t in manifest.inputs}
     assert specs["past_key_values.0.key"].shape == ("batch_size", kv_heads, "capacity", kv.head_size)
     assert (specs["sequence_lengths"].dtype, specs["sequence_lengths"].shape) == ("int32", ("batch_size",))
     assert specs["logits_to_keep"].shape == (1,)
-    assert ("position_ids" in specs) == (config.model_type == "gpt2")  # rotary positions come from the lengths
+    learned_positions = tiny.family_of(name).decoder.rotary is None  # rotary positions come from the lengths
+    assert ("position_ids" in specs) == learned_positions
     outputs = {t.name: t.shape for t in manifest.outputs}
     assert outputs["present.0.key"] == specs["past_key_values.0.key"].shape  # the same buffer, bound twice
     assert [n for pair in kv.present_names() for n in pair] == [t.name for t in manifest.outputs[1:]]
 
 
-@pytest.mark.parametrize("name", ["gpt2", "llama"])
+@pytest.mark.parametrize("name", tiny.decoder_samples())
 def test_graph_is_fused_one_attention_operator_per_layer(bundles, name):
     out, manifest = bundles(name)
     ops = Counter(n.op_type for n in onnx.load(str(out / manifest.graph_file)).graph.node)
     layers = manifest.kv_cache.num_layers
     assert ops["GroupQueryAttention"] == layers
-    # residual add + norm fused before each MLP and each later norm; GPT-2's first norm also adds the positions
-    skip_norms = {"llama": ("SkipSimplifiedLayerNormalization", 2 * layers), "gpt2": ("SkipLayerNormalization", 2 * layers + 1)}
-    norm, count = skip_norms[name]
-    assert ops[norm] == count
+    # residual add + norm fused before each MLP and each later norm; a learned position table is added by the first norm
+    declared = tiny.family_of(name).decoder
+    norm = {"rms": "SkipSimplifiedLayerNormalization", "layer": "SkipLayerNormalization"}[declared.norm]
+    assert ops[norm] == 2 * layers + (declared.rotary is None)
     assert ops["MatMul"] == 4 * layers + 1  # packed qkv, o, packed gate|up (or up), down; the LM head
     assert not ops["Concat"] and not ops["Softmax"]  # no cache concatenation, no unfused attention
 
@@ -66,7 +69,7 @@ def test_a_sliding_window_is_the_attention_operators_local_window(bundles):
     assert windows == {5} and manifest.verification["greedy_equal"]
 
 
-@pytest.mark.parametrize("name", ["gpt2", "llama"])
+@pytest.mark.parametrize("name", DECODERS)
 def test_full_forward_equals_prefill_plus_stepwise_decode(bundles, name):
     """The cache contract, numerically: logits of one pass over N tokens equal those of a prefill
     of 4 tokens, a 3-token second chunk, then single-token steps, all in one buffer updated in place."""
@@ -82,7 +85,7 @@ def test_full_forward_equals_prefill_plus_stepwise_decode(bundles, name):
     assert cache.lengths.tolist() == [10]
     assert all(cache.buffers[k] is v for k, v in buffers.items())  # written in place, never reallocated
 
-@pytest.mark.parametrize("name", ["gpt2", "llama", "qwen2", "mistral-window"])
+@pytest.mark.parametrize("name", DECODERS)
 def test_greedy_tokens_equal_transformers_generate_independently_of_export_check(bundles, checkpoints, name):
     out, manifest = bundles(name)
     model = transformers.AutoModelForCausalLM.from_pretrained(checkpoints(name)).eval()

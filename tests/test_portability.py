@@ -18,6 +18,7 @@ from edgelm.quantize import KVCache, Method, QuantizeOptions, quantize
 from edgelm.runtime.kv_layout import MIN_ONNXRUNTIME, onnxruntime_problem
 from edgelm.runtime.manifest import read_manifest
 from edgelm.runtime.session import run_graph
+from tests import tiny
 
 
 def contrib_attributes(path) -> dict[str, set[str]]:
@@ -25,7 +26,7 @@ def contrib_attributes(path) -> dict[str, set[str]]:
     return {n.name: {a.name for a in n.attribute} for n in model.graph.node if n.op_type == "GroupQueryAttention"}
 
 
-@pytest.mark.parametrize("name", ("gpt2", "llama"))
+@pytest.mark.parametrize("name", tiny.decoder_cases())
 def test_exported_decoder_graphs_use_ir_version_10_not_onnxs_newest(bundles, name):
     folder, manifest = bundles(name)
     assert onnx.load(str(folder / manifest.graph_file), load_external_data=False).ir_version == 10
@@ -41,7 +42,7 @@ def weights_inside(folder, manifest) -> list[str]:
     return inline_weights(folder / manifest.graph_file)
 
 
-@pytest.mark.parametrize("name", ("gpt2", "llama", "bert/fill-mask"))
+@pytest.mark.parametrize("name", [*tiny.decoder_samples(), *tiny.registered("bert/fill-mask")])
 def test_exported_graphs_keep_their_weights_in_one_file_beside_them(bundles, name):
     folder, manifest = bundles(name)
     assert manifest.external_data == ("model.onnx_data",) and "model.onnx_data" in manifest.files

@@ -22,8 +22,9 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from edgelm.errors import GenerationError
 from edgelm.runtime import load
 from edgelm.runtime.generator import CONTEXT, EOS, FREE, LENGTH, STOP, Generator, GeneratorParams
+from tests import tiny
 
-FAMILIES = ["gpt2", "llama"]
+FAMILIES = tiny.decoder_samples()
 PROMPT = "The quick brown fox"
 FIXED_PROMPTS = ["The quick brown fox", "Paris is", "Rain falls softly on the roof;", "请用中文 🎉"]
 EXAMPLES = settings(max_examples=40, deadline=None,

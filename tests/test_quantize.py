@@ -1,4 +1,5 @@
-"""Quantize stage on the tiny models: every method on every family, the gate's recorded numbers,
+"""Quantize stage on the tiny models: every method on a decoder of each kind (tiny.decoder_samples) and on
+BERT-shaped encoders (every decoder family's int8 and int4: tests/test_decoder_families.py), the gate's recorded numbers,
 the quantized graph's structure, the tied INT8 embedding, --keep-float, a failing gate that
 writes nothing, and bad input through the CLI (one line, nothing at OUT) and the Python API.
 
@@ -29,13 +30,17 @@ from edgelm.runtime.manifest import Manifest, check_files, read_manifest
 from tests import tiny
 from tests.test_bad_input import assert_nothing_written, assert_one_line_error, run_cli
 
-DECODERS = [(name, method) for name in ("gpt2", "llama") for method in (Method.INT8, Method.INT4, Method.INT8_DYNAMIC)]
+DECODERS = [(name, method) for name in tiny.decoder_samples() for method in (Method.INT8, Method.INT4, Method.INT8_DYNAMIC)]
 # The families whose layers project Q, K and V separately (the per-token rewrite's counts below assume it).
 BERT_SHAPED = ("bert", "distilbert", "roberta")
-EMBEDDERS = [(f"{family}/feature-extraction", method) for family in BERT_SHAPED
+EMBEDDERS = [(name, method) for name in tiny.registered(*(f"{family}/feature-extraction" for family in BERT_SHAPED))
              for method in (Method.INT8_PER_TOKEN, Method.INT8_DYNAMIC, Method.INT8_STATIC)]
-CLASSIFIERS = [(name, method) for name in ("roberta/text-classification", "distilbert/token-classification", "bert/fill-mask")
+CLASSIFIERS = [(name, method) for name in tiny.registered("roberta/text-classification", "distilbert/token-classification",
+                                                          "bert/fill-mask")
                for method in (Method.INT8_PER_TOKEN, Method.INT8_DYNAMIC)]
+# Tiny decoders that tie the LM head to the embedding (the tied-embedding tests need that); the int8 KV cache
+# test's tolerances were measured on them too.
+TIED = tiny.registered("llama", "gpt2")
 ALL = DECODERS + EMBEDDERS + CLASSIFIERS
 WEIGHT_ONLY = (Method.INT8, Method.INT4)
 # What each method must leave in the graph (onnxruntime.quantization's op types).
@@ -368,7 +373,7 @@ def test_per_token_with_per_tensor_weights_is_recorded(quantized):
 
 
 # -- the tied INT8 embedding -----------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["llama", "gpt2"])  # both tie the LM head to the embedding
+@pytest.mark.parametrize("name", TIED)
 def test_tied_int8_embedding_is_stored_once(quantized, checkpoints, name):
     q = quantized(name, Method.INT8)
     assert q.manifest.precision["options"]["tied_embedding_shared"] is True
@@ -381,7 +386,7 @@ def test_tied_int8_embedding_is_stored_once(quantized, checkpoints, name):
     assert (vocab, hidden) not in float_shapes and (hidden, vocab) not in float_shapes
 
 
-@pytest.mark.parametrize("name", ["llama", "gpt2"])
+@pytest.mark.parametrize("name", TIED)
 def test_tied_int8_greedy_tokens_follow_the_float_bundle(quantized, name):
     # smoothing off: this checks that the shared lookup reads the right bytes; with SmoothQuant on, the tiny
     # random gpt2's near-ties flip from token 1 (its logits are as close to float: max diff 0.26 vs 0.29)
@@ -748,7 +753,7 @@ def test_quantized_bundles_run_on_cuda_like_on_cpu(quantized, name, method):
 
 
 # -- the int8 KV cache ----------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["llama", "gpt2"])
+@pytest.mark.parametrize("name", TIED)
 def test_int8_kv_cache_is_declared_calibrated_and_follows_the_float_cache(quantized, name):
     q = quantized(name, Method.INT8, kv_cache="int8")
     plain = quantized(name, Method.INT8)

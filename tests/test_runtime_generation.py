@@ -21,8 +21,11 @@ from edgelm.runtime import load
 from edgelm.runtime.decoder import DecoderGraph
 from edgelm.runtime.generator import Generator, GeneratorParams
 from edgelm.runtime.kv_cache import CHUNK
+from tests import tiny
 
-FAMILIES = ["gpt2", "llama", "mistral", "qwen2"]
+# One tiny decoder per position kind the registry declares (tiny.decoder_samples says why); every family's greedy
+# parity, batching and rewind: tests/test_decoder_families.py.
+FAMILIES = tiny.decoder_samples()
 PROMPTS = ["The quick brown fox", "Rain falls softly on the roof; the kiosk hums along."]
 BATCH = ["Paris", "The quick brown fox jumps over", "Once upon a time there was a tiny model that ran on an edge box."]
 CHINESE, EMOJI = "请用中文写一首关于雨的短诗。", "Reply with three emoji: 🎉🚀🌧️"
@@ -143,7 +146,7 @@ def test_greedy_64_tokens_equal_transformers_generate(lm_of, hf_of, family):
         assert lm.generate(prompt, max_new_tokens=64) == got.text
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_greedy_with_repetition_penalty_equals_transformers(lm_of, hf_of, family):
     lm = lm_of(family)
     _, model = hf_of(family)
@@ -155,7 +158,7 @@ def test_greedy_with_repetition_penalty_equals_transformers(lm_of, hf_of, family
 
 
 # -- batches ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_a_left_padded_batch_equals_running_each_prompt_alone(lm_of, hf_of, family):
     lm = lm_of(family)
     _, model = hf_of(family)
@@ -171,7 +174,7 @@ def test_a_left_padded_batch_equals_running_each_prompt_alone(lm_of, hf_of, fami
     assert lm.generate(BATCH, max_new_tokens=24) == [row.text for row in batch]
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_a_stop_string_ends_only_the_row_it_appears_in(lm_of, family):
     lm = lm_of(family)
     alone = [lm.complete([p], max_new_tokens=24)[0] for p in BATCH]
@@ -237,7 +240,7 @@ def test_streamed_pieces_join_to_exactly_the_generated_text(lm_of, prompt, chat)
     assert all(pieces)  # no empty pieces are yielded
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_a_stop_string_across_a_token_boundary_cuts_the_text_and_is_never_streamed(lm_of, family):
     lm = lm_of(family)
     prompt = BATCH[1]
@@ -255,7 +258,7 @@ def test_a_stop_string_across_a_token_boundary_cuts_the_text_and_is_never_stream
     assert (unused.text, unused.token_ids, unused.finish_reason) == (full.text, full.token_ids, full.finish_reason)
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_a_stop_string_inside_a_token_still_streams_the_text_before_it(lm_of, family):
     """The piece that completes a stop string may carry text before it: generate keeps that text,
     and the stream must yield it too (joined pieces == generate's text)."""
@@ -429,7 +432,7 @@ def alone(lm, ids: list[int], params: GeneratorParams) -> list[int]:
     return run_steps(gen)
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_rows_joining_and_leaving_an_open_batch_get_what_they_get_alone(lm_of, family):
     """Continuous batching: rows join between steps, leave when done, and a new row reuses a freed slot
     (not the highest one); each row's tokens, greedy or seeded, equal its run alone."""
@@ -512,7 +515,7 @@ def graph_of(bundles, family: str) -> DecoderGraph:
     return DecoderGraph(ort.InferenceSession(str(out / manifest.graph_file), providers=["CPUExecutionProvider"]), manifest)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", tiny.decoder_cases())
 def test_whole_prefill_equals_prefix_prefill_plus_step_by_step_decode(bundles, lm_of, family):
     graph = graph_of(bundles, family)
     ids = lm_of(family).encode(PROMPTS[1])
@@ -532,7 +535,7 @@ def test_whole_prefill_equals_prefix_prefill_plus_step_by_step_decode(bundles, l
         np.testing.assert_allclose(buffer[:, :, :n], whole_cache.buffers[name][:, :, :n], atol=1e-5)
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_rows_of_different_lengths_get_the_same_logits_as_alone(bundles, lm_of, family):
     graph = graph_of(bundles, family)
     lm = lm_of(family)
@@ -548,7 +551,7 @@ def test_rows_of_different_lengths_get_the_same_logits_as_alone(bundles, lm_of, 
     assert cache.lengths.tolist() == [len(short) + 1, len(long) + 1]
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_a_row_that_is_not_live_is_left_as_it_was(bundles, lm_of, family):
     """A finished row is fed filler tokens while the others decode; its next real step is unchanged."""
     graph = graph_of(bundles, family)
@@ -562,7 +565,7 @@ def test_a_row_that_is_not_live_is_left_as_it_was(bundles, lm_of, family):
     np.testing.assert_allclose(woken, graph.extend(alone, 0, [7]), atol=1e-5)
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_a_prompt_run_in_chunks_gives_the_logits_of_one_pass(bundles, lm_of, family):
     graph = graph_of(bundles, family)
     ids = lm_of(family).encode(PROMPTS[1])  # about 20 tokens
@@ -695,7 +698,7 @@ def test_unknown_provider_and_bad_threads_are_refused_and_threads_2_works(bundle
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not HAS_CUDA, reason="CUDAExecutionProvider is not available (install onnxruntime-gpu on a GPU machine)")
-@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_cuda_provider_generates_like_cpu_and_keeps_the_cache_on_the_gpu(bundles, lm_of, family):
     cpu = lm_of(family)
     gpu = load(bundles(family)[0], provider="cuda")

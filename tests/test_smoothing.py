@@ -16,6 +16,7 @@ from edgelm.quantize.methods import preprocess
 from edgelm.quantize.prompt_feeds import prompt_feeds
 from edgelm.quantize.smoothing import find_groups, input_maxima, smooth
 from edgelm.runtime import load
+from tests import tiny
 from tests.test_bad_input import assert_nothing_written, assert_one_line_error, run_cli
 
 IDS = [5, 17, 3, 88, 41, 9, 23, 64, 2, 11, 70, 33, 8, 19, 56, 4]
@@ -47,7 +48,7 @@ def logits(model: onnx.ModelProto, layout, ids: list[int]) -> np.ndarray:
     return session.run(["logits"], feeds)[0]
 
 
-@pytest.mark.parametrize("name, per_layer", [("llama", 3), ("gpt2", 2)])
+@pytest.mark.parametrize("name, per_layer", zip(tiny.registered("llama", "gpt2"), (3, 2)))
 def test_finds_the_matmuls_a_norm_or_a_gated_product_feeds(graphs, name, per_layer):
     _, model, layout = graphs(name)
     groups = find_groups(model)
@@ -62,7 +63,7 @@ def test_finds_the_matmuls_a_norm_or_a_gated_product_feeds(graphs, name, per_lay
         assert (columns.start, columns.stop) == (width // 2, width)
 
 
-@pytest.mark.parametrize("name", ["llama", "gpt2", "qwen2"])
+@pytest.mark.parametrize("name", tiny.decoder_cases())
 def test_the_float_graph_computes_the_same_after_smoothing(graphs, name):
     path, model, layout = graphs(name)
     smoothed = onnx.ModelProto()

@@ -152,7 +152,7 @@ DECODERS = {
                                         intermediate_size=32, max_position_embeddings=128), llama_tokenizer),
 }
 _ENCODER_SIZES = dict(num_hidden_layers=2, num_attention_heads=2, hidden_size=32, intermediate_size=64)
-# One entry per encoder model_type in the family registry (tests/test_registry_coverage.py checks it).
+# One entry per encoder model_type in the family registry (tests/test_export_encoders.py checks it).
 ENCODERS = {
     "bert": ("BertConfig", dict(num_hidden_layers=2, num_attention_heads=2, hidden_size=32, intermediate_size=64,
                                 max_position_embeddings=64), bert_tokenizer),
@@ -250,6 +250,50 @@ def encoder_cases(task: str | None = None) -> list[str]:
         family = family_for(model_type, ENCODERS[model_type][1])
         cases += [f"{model_type}/{t}" for t in family.tasks if task in (None, t)]
     return cases
+
+
+def decoder_samples() -> list[str]:
+    """One tiny decoder per way the registered decoder families take positions: a learned table (the graph reads
+    position_ids) or rotary (computed from the sequence lengths), each the first registered family of its kind.
+
+    For tests of what every decoder bundle shares (the runtime, the server, quantize's passes): the runtime reads
+    only the manifest, and the position input is the one thing in it that changes what the runtime feeds the
+    graph, so every family (decoder_cases()) would run the same code again. A family of a new kind adds a sample.
+    """
+    from edgelm.export.families import Kind, families_of_kind
+
+    first = {}
+    for family in families_of_kind(Kind.DECODER):
+        first.setdefault(family.decoder.rotary is None, family)
+    return [next(n for n in DECODERS if family_of(n) == family) for family in first.values()]
+
+
+def registered(*names: str) -> list[str]:
+    """NAMES, tiny checkpoints a test picked on purpose (for a property of theirs it relies on), once each is
+    known to be served by a registered family and task: a family dropped from the registry fails here, by name."""
+    from edgelm.errors import ExportError
+
+    for name in names:
+        try:
+            family = family_of(name)
+        except KeyError:
+            raise LookupError(f"no tiny checkpoint is named {name!r}") from None
+        except ExportError as e:  # a model_type no registered family declares
+            raise LookupError(f"tiny checkpoint {name!r} has no registered family: {e}") from None
+        task = name.partition("/")[2] or "text-generation"
+        if task not in family.tasks:
+            raise LookupError(f"tiny checkpoint {name!r}: family {family.name} serves {', '.join(family.tasks)}")
+    return list(names)
+
+
+def family_of(name: str):
+    """The registered family that exports tiny checkpoint NAME ('model_type/task' for an encoder)."""
+    from edgelm.export.families import family_for
+
+    if "/" in name:
+        model_type = name.split("/")[0]
+        return family_for(model_type, ENCODERS[model_type][1])
+    return family_for(model_type_of(name), DECODERS[name][1])
 
 
 def save_reranker(folder: Path) -> Path:
