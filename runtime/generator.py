@@ -21,6 +21,13 @@ An open batch (`Generator.open`) is what a server's continuous batching needs: a
 at the next step (its prompt prefilled into a free cache slot while the others wait one step),
 leaves as soon as it ends, and each row samples with its own options and seed, so a row's tokens
 do not depend on what else is in the batch. A step runs the slots up to the highest one in use.
+
+Prefix reuse: a released slot keeps its keys until another row needs the slot, and a new row whose
+prompt begins with a free slot's tokens (the same chat one turn later, a shared system prompt)
+takes that slot and prefills only the rest, as llama.cpp's server does per slot. The kept keys are
+what a cold prefill writes, up to float rounding (as with chunked prefill), so greedy output is a
+cold start's. It costs no memory beyond the batch's own cache: a prompt that matches no slot takes
+the lowest free slot (overwriting what it kept), which keeps the batch narrow.
 """
 
 from __future__ import annotations
@@ -37,6 +44,9 @@ from edgelm.runtime.sampling import Sampler, apply_repetition_penalty, check_sam
 
 # Why a row finished; FREE: an open batch's slot that holds no sequence.
 EOS, LENGTH, CONTEXT, STOP, FREE = "eos", "length", "context", "stop", "free"
+# A free slot's kept prefix is taken over the lowest free slot only when it saves at least this many tokens of
+# prefill: a higher slot widens every step of the batch (a step runs the slots up to the highest in use).
+MIN_REUSE = 64
 
 
 @dataclass(frozen=True)
@@ -84,6 +94,9 @@ class Generator:
         self._logits: np.ndarray | None = None  # (batch, vocab) for the next choice
         self._pending: np.ndarray | None = None  # (batch,) chosen, not yet fed to the graph
         self._filler = np.zeros(0, dtype=bool)  # (batch,) pending entries that are pad for finished rows
+        self._kept: dict[int, list[int]] = {}  # open batch: free slot -> the tokens its cache still holds
+        self.prefix_hits = 0  # rows that reused a kept prefix, and the prompt tokens they did not prefill
+        self.reused_tokens = 0
 
     # -- feeding ---------------------------------------------------------------------------
     def append_tokens(self, tokens: Sequence[int] | Sequence[Sequence[int]]) -> None:
@@ -152,25 +165,41 @@ class Generator:
         if len(ids) >= self.max_context:
             raise GenerationError(f"a prompt of {len(ids)} tokens leaves no room under the model's limit of "
                                   f"{self.max_context}; shorten it")
-        row = free[0]
+        row, reuse = self._slot_for(ids, free)
         params = params or self.params
-        self._cache.clear(row)
-        self._logits[row] = self.graph.extend(self._cache, row, ids)[-1]  # (vocab,) after the prompt
+        if reuse:
+            self._cache.trim(row, reuse)
+            self.prefix_hits, self.reused_tokens = self.prefix_hits + 1, self.reused_tokens + reuse
+        else:
+            self._cache.clear(row)
+        self._kept.pop(row, None)
+        self._logits[row] = self.graph.extend(self._cache, row, ids[reuse:])[-1]  # (vocab,) after the prompt
         self._rows[row], self._prompt_lengths[row], self._reasons[row] = list(ids), len(ids), None
         self._own[row] = (params, make_sampler(params.temperature, params.top_k, params.top_p, params.seed))
         if self._pending is not None and row < len(self._pending):
             self._filler[row] = True  # nothing of this row waits to be fed
         return row
 
+    def _slot_for(self, ids: list[int], free: list[int]) -> tuple[int, int]:
+        """The free slot for a new row of IDS and how many of its first tokens that slot's cache already holds."""
+        reuse = {i: _common_prefix(self._kept.get(i, ()), ids, len(ids) - 1) for i in free}  # one token must run
+        best = max(free, key=lambda i: (reuse[i], -i))
+        row = best if reuse[best] >= MIN_REUSE else free[0]
+        return row, reuse[row]
+
     def release_row(self, row: int) -> None:
-        """Free ROW's slot (its sequence finished, or its caller went away); its tokens are forgotten."""
+        """Free ROW's slot (its sequence finished, or its caller went away).
+
+        The slot's cache keeps the row's keys, for a later row that starts with the same tokens."""
         if not self._open:
             raise GenerationError("release_row works on an open batch (Generator.open)")
         self._check_row(row, "release_row")
+        held = min(int(self._cache.lengths[row]), self._cache.max_positions - 1)  # a free slot's filler writes past it
+        self._cache.trim(row, held)
+        self._kept[row] = self._rows[row][:held]
         self._reasons[row] = FREE
         self._rows[row], self._prompt_lengths[row] = [], 0
         self._own.pop(row, None)
-        self._cache.clear(row)
         if self._pending is not None and row < len(self._pending):
             self._filler[row] = True
 
@@ -328,6 +357,15 @@ def _as_rows(tokens: Sequence[int] | Sequence[Sequence[int]]) -> list[list[int]]
         if not isinstance(row, list) or not row or not all(_is_id(t) for t in row):
             raise GenerationError(f"row {i} of append_tokens is not a non-empty list of token ids")
     return [[int(t) for t in row] for row in rows]
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int], limit: int) -> int:
+    """How many first tokens A and B share, at most LIMIT."""
+    n = min(len(a), len(b), limit)
+    if n <= 0:
+        return 0
+    differ = np.flatnonzero(np.asarray(a[:n]) != np.asarray(b[:n]))
+    return int(differ[0]) if differ.size else n
 
 
 def _is_id(t) -> bool:

@@ -54,11 +54,14 @@ class KVCache:
         capacity = -(-needed // CHUNK) * CHUNK
         shape = self.layout.buffer_shape(self.slots, capacity)
         old, self.buffers = self.buffers, {}
+        held = [(row, int(n)) for row, n in enumerate(self.lengths) if n]
         for pair in self.layout.past_names():
             for name in pair:
                 fresh = np.zeros(shape, dtype=self.dtype)  # (slots, kv_heads, capacity, head); pages are touched lazily
                 if name in old:
-                    fresh[:, :, :self.capacity] = self._host(old[name])
+                    previous = self._host(old[name])
+                    for row, n in held:  # only the positions rows hold: a wide batch's empty tails stay untouched
+                        fresh[row, :, :n] = previous[row, :, :n]
                 self.buffers[name] = self._place(fresh)
         self.capacity = capacity
         self.generation += 1

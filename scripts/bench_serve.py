@@ -15,6 +15,12 @@ process, one request after another (the bar for a single client: the HTTP layer 
 under 10%). llama-cpp-python's server runs one request at a time; it is
 started with --interrupt_requests False so that a new request does not cut off a running stream
 (its default). CI never runs this.
+
+--chat-turns N: one client holds a chat of N turns (each user message ~300 tokens of the evaluation suite's
+texts, each answer max_tokens 64), resending the whole history each turn as chat apps do; time to first token
+per turn, then the last turn's request again cold (after an unrelated request has taken the slot that held
+it). Both servers keep the previous turn's tokens: edgelm in the batch slot it ran in, llama-cpp-python in its
+one context.
 """
 
 from __future__ import annotations
@@ -126,6 +132,71 @@ async def level(peer: Peer, clients: int, rounds: int, max_tokens: int) -> dict:
             "ttft_p50": statistics.median(ttfts), "ttft_p95": ttfts[min(len(ttfts) - 1, int(0.95 * len(ttfts)))]}
 
 
+async def chat_request(client: httpx.AsyncClient, peer: Peer, messages: list[dict],
+                       max_tokens: int) -> tuple[float, str, int | None]:
+    """(seconds to the first content delta, the answer's text, prompt tokens if the server says) of one streamed
+    greedy chat request."""
+    body = {"model": peer.model, "messages": messages, "max_tokens": max_tokens, "temperature": 0, "stream": True,
+            "stream_options": {"include_usage": True}}
+    start, first, text, prompt = time.perf_counter(), None, [], None
+    async with client.stream("POST", peer.url + "/v1/chat/completions", json=body, timeout=600) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                chunk = json.loads(line[6:])
+                prompt = (chunk.get("usage") or {}).get("prompt_tokens", prompt)
+                for choice in chunk.get("choices") or []:
+                    if (choice.get("delta") or {}).get("content"):
+                        first = first or time.perf_counter()
+                        text.append(choice["delta"]["content"])
+    return (first or time.perf_counter()) - start, "".join(text), prompt
+
+
+def chat_messages(turns: int) -> list[str]:
+    """TURNS user messages of ~300 tokens each: consecutive slices of the evaluation suite's
+    prose, technical and legal texts."""
+    from edgelm.quantize.eval_suite import domain_text
+
+    words = " ".join(domain_text(d) for d in ("prose", "technical", "legal")).split()
+    return [" ".join(words[i * 200:(i + 1) * 200]) + "\nSummarize this in one sentence." for i in range(turns)]
+
+
+async def chat_turns(peer: Peer, turns: int, max_tokens: int) -> dict:
+    """Per-turn TTFT of one chat whose history grows, then its last request cold."""
+    messages, ttfts = [{"role": "system", "content": "You are a concise assistant."}], []
+    async with httpx.AsyncClient() as client:
+        for text in chat_messages(turns):
+            messages.append({"role": "user", "content": text})
+            ttft, answer, prompt = await chat_request(client, peer, messages, max_tokens)
+            ttfts.append(ttft)
+            messages.append({"role": "assistant", "content": answer})
+        await chat_request(client, peer, [{"role": "user", "content": PROMPTS[0]}], 8)  # takes the chat's slot
+        cold, _, _ = await chat_request(client, peer, messages[:-1], max_tokens)
+        metrics = (await client.get(peer.url + "/metrics")).text if peer.counts_usage else ""
+    console.print("\n".join(line for line in metrics.splitlines() if line.startswith("edgelm_prefix_cache")))
+    return {"ttfts": ttfts, "cold": cold, "last_prompt_tokens": prompt}
+
+
+def render_chat(rows: dict[str, dict], args) -> str:
+    turns = args.chat_turns
+    lines = [f"### A {turns}-turn chat, one client: time to first token as the history grows", "",
+             f"Machine: {cpu()}. {args.threads} threads per server; each user message ~300 tokens, answers up to "
+             f"{args.max_tokens} tokens, greedy; the last turn's prompt "
+             f"{next((r['last_prompt_tokens'] for r in rows.values() if r['last_prompt_tokens']), '?')} tokens; "
+             "cold: the last turn's request after an unrelated one took its slot.",
+             f"Command: `python scripts/bench_serve.py {' '.join(sys.argv[1:])}`.", "",
+             "| server | " + " | ".join(f"turn {i + 1}" for i in range(turns)) + " | last turn cold | last turn vs cold |",
+             "|---|" + "---|" * (turns + 2)]
+    for name, r in rows.items():
+        lines.append(f"| {name} | " + " | ".join(f"{t:.2f} s" for t in r["ttfts"]) +
+                     f" | {r['cold']:.2f} s | {r['ttfts'][-1] / r['cold']:.2f}x |")
+    if len(rows) == 2:
+        (_, a), (peer, b) = rows.items()
+        lines += ["", f"Last turn: edgelm {a['ttfts'][-1]:.2f} s against {peer} {b['ttfts'][-1]:.2f} s "
+                      f"({a['ttfts'][-1] / b['ttfts'][-1]:.2f}x)."]
+    return "\n".join(lines)
+
+
 def direct(args) -> dict:
     """One client's level without HTTP: LanguageModel.stream in this process, the same prompts and options."""
     from edgelm.runtime import load
@@ -197,6 +268,7 @@ def main() -> None:
     p.add_argument("--max-tokens", type=int, default=128)
     p.add_argument("--max-batch", type=int, default=16)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--chat-turns", type=int, default=0, help="measure one client's multi-turn chat instead (see above)")
     p.add_argument("--write-docs", action="store_true")
     args = p.parse_args()
     levels = [int(c) for c in args.clients.split(",")]
@@ -207,6 +279,19 @@ def main() -> None:
         peers.append(Peer("llama.cpp", [args.llama_python, "-m", "llama_cpp.server", "--model", args.gguf, "--n_threads",
                                         str(args.threads), "--n_threads_batch", str(args.threads), "--model_alias", "smol",
                                         "--n_ctx", "2048", "--interrupt_requests", "False", "--port", "{port}"], 0, "smol", False))
+    if args.chat_turns:
+        args.max_tokens = min(args.max_tokens, 64)
+        chats = {}
+        for peer in peers:
+            peer.port = free_port()
+            peer.url = f"http://127.0.0.1:{peer.port}"
+            peer.cmd = [c.replace("{port}", str(peer.port)) for c in peer.cmd]
+            with peer:
+                asyncio.run(level(peer, 1, 1, 8))  # warm-up
+                chats[peer.name] = asyncio.run(chat_turns(peer, args.chat_turns, args.max_tokens))
+                console.print(f"{peer.name}: {chats[peer.name]}")
+        print(render_chat(chats, args))
+        return
     rows: dict[str, list[dict]] = {"direct (LanguageModel.stream)": [direct(args)]}
     with Progress(console=console) as progress:
         task = progress.add_task("serving", total=len(peers) * len(levels))

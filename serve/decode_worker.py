@@ -92,13 +92,16 @@ class DecodeWorker(WorkerThread):
     def _admit(self, job: Job) -> None:
         if job.cancelled:
             return
+        hits, reused = self.gen.prefix_hits, self.gen.reused_tokens
         try:
-            row = self.gen.add_row(job.ids, job.params)  # prefill into a free slot
+            row = self.gen.add_row(job.ids, job.params)  # prefill into a free slot (or the rest of a kept prefix)
         except Exception as e:  # EdgelmError: bad ids (the app checks first); anything else: the model failed
             if not isinstance(e, EdgelmError):
                 log.exception("prefill failed for %s", self.name)
             _send(job, Event(job.index, error=str(e)))
             return
+        self.metrics.prefix_hits.labels(self.name).inc(self.gen.prefix_hits - hits)
+        self.metrics.reused_tokens.labels(self.name).inc(self.gen.reused_tokens - reused)
         self._running[row] = _Running(job, TextRow(self.lm.tokenizer, job.stop), last=time.perf_counter())
 
     def _step(self) -> None:

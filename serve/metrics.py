@@ -5,6 +5,8 @@
     edgelm_running_requests{model} (in the batch)    edgelm_time_to_first_token_seconds{model}
     edgelm_time_per_output_token_seconds{model}      edgelm_embedding_inputs_total{model}
     edgelm_rerank_pairs_total{model} (documents scored)
+    edgelm_prefix_cache_hits_total{model}            edgelm_prefix_cache_tokens_reused_total{model}
+      (requests whose prompt began with tokens a free batch slot still held, and the prompt tokens not prefilled)
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ class Metrics:
         self.completion_tokens = Counter("edgelm_completion_tokens", "Tokens generated", ["model"], registry=r)
         self.embedding_inputs = Counter("edgelm_embedding_inputs", "Texts embedded", ["model"], registry=r)
         self.rerank_pairs = Counter("edgelm_rerank_pairs", "(query, document) pairs scored", ["model"], registry=r)
+        self.prefix_hits = Counter("edgelm_prefix_cache_hits", "Requests that reused a cached prompt prefix", ["model"],
+                                   registry=r)
+        self.reused_tokens = Counter("edgelm_prefix_cache_tokens_reused", "Prompt tokens taken from the cache, not prefilled",
+                                     ["model"], registry=r)
         self.queue_depth = Gauge("edgelm_queue_depth", "Requests waiting for a batch slot", ["model"], registry=r)
         self.running = Gauge("edgelm_running_requests", "Requests in the running batch", ["model"], registry=r)
         self.ttft = Histogram("edgelm_time_to_first_token_seconds", "Arrival to first generated token", ["model"],

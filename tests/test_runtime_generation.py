@@ -19,7 +19,7 @@ from transformers import GenerationConfig
 from edgelm.errors import BundleError, GenerationError
 from edgelm.runtime import load
 from edgelm.runtime.decoder import DecoderGraph
-from edgelm.runtime.generator import Generator, GeneratorParams
+from edgelm.runtime.generator import MIN_REUSE, Generator, GeneratorParams
 from edgelm.runtime.kv_cache import CHUNK
 from tests import tiny
 
@@ -479,6 +479,61 @@ def test_an_abandoned_row_frees_its_slot_and_leaves_the_others_untouched(lm_of):
     assert gen.get_new_tokens(rb) == want and gen.get_new_tokens(ra) == want
 
 
+def drain(gen: Generator, row: int) -> list[int]:
+    """Step GEN until ROW is done; its new tokens."""
+    while not gen.is_row_done(row):
+        gen.generate_next_token()
+    return gen.get_new_tokens(row)
+
+
+# LongRoPE (phi3) re-runs a row whose reused prefix sits on the other side of its switch
+@pytest.mark.parametrize("family", [*FAMILIES, *tiny.registered("phi3")])
+def test_a_row_continuing_a_released_one_prefills_only_the_rest_and_gets_what_it_gets_alone(lm_of, family):
+    """Prefix reuse: the next turn of a chat (the whole last sequence, then more) and a prompt sharing only a long
+    beginning take the slot that holds it and prefill the rest; their tokens equal a cold start's."""
+    lm = lm_of(family)
+    eos = lm.manifest.special_tokens.eos
+    params = GeneratorParams(max_new_tokens=8)
+    gen = Generator.open(lm.graph, params, lm.manifest.max_context, slots=3, eos=eos)
+    first = lm.encode(prompt_of_about(lm, MIN_REUSE + 6))
+    other = gen.add_row(lm.encode(BATCH[1]))  # slot 0: a short unrelated row that stays
+    row = gen.add_row(first)
+    assert (other, row) == (0, 1)
+    reply = drain(gen, row)
+    assert reply == alone(lm, first, params)
+    sequence = gen.get_sequence(row)
+    gen.release_row(row)
+    gen.release_row(other)  # slot 0, the lowest free one, holds a prefix this prompt does not start with
+    turn = sequence + lm.encode(" Paris is the capital of France.")[1:]
+    assert gen.add_row(turn) == row
+    reused = gen.reused_tokens
+    assert gen.prefix_hits == 1 and reused == len(sequence) - 1  # all but the last token chosen, which never ran
+    assert drain(gen, row) == alone(lm, turn, params)
+    gen.release_row(row)
+    shared = first[:MIN_REUSE + 2] + lm.encode(" The end.")[1:]  # a different ending after a long shared start
+    assert gen.add_row(shared) == row and gen.reused_tokens - reused >= MIN_REUSE + 2
+    assert drain(gen, row) == alone(lm, shared, params)
+
+
+def test_a_short_shared_start_takes_the_lowest_free_slot_and_a_released_full_context_row_is_reusable(lm_of):
+    lm = lm_of("llama")
+    params = GeneratorParams(max_new_tokens=200)
+    gen = Generator.open(lm.graph, params, lm.manifest.max_context, slots=2)
+    a, b = lm.encode(BATCH[2]), lm.encode(BATCH[1])
+    ra, rb = gen.add_row(a), gen.add_row(b)
+    gen.release_row(rb)
+    gen.release_row(ra)
+    assert gen.add_row(b + [5]) == ra  # b's slot holds all of b, but fewer than MIN_REUSE tokens: not worth a wider batch
+    gen.release_row(ra)
+    full = lm.encode(prompt_of_about(lm, lm.manifest.max_context - 4))
+    row = gen.add_row(full)
+    assert drain(gen, row) and gen.finish_reason(row) == "context"  # the whole context written
+    gen.release_row(row)
+    before = gen.reused_tokens
+    assert gen.add_row(full) == row and gen.reused_tokens - before == len(full) - 1
+    assert drain(gen, row) == alone(lm, full, params)
+
+
 def test_open_batch_misuse_is_refused_clearly(lm_of):
     lm = lm_of("llama")
     gen = Generator.open(lm.graph, GeneratorParams(max_new_tokens=2), lm.manifest.max_context, slots=1)
@@ -585,9 +640,12 @@ def test_capacity_grows_in_chunks_and_keeps_what_the_rows_hold(bundles):
     name = graph.layout.past_names()[0][0]
     cache.buffers[name][:, :, :CHUNK] = np.random.default_rng(0).random(cache.buffers[name][:, :, :CHUNK].shape)
     before = cache.buffers[name].copy()
+    cache.lengths[:] = [CHUNK, 7]  # row 1's positions past 7 are scratch: not copied
     cache.reserve(CHUNK + 5)
     assert cache.capacity == 2 * CHUNK
-    np.testing.assert_array_equal(cache.buffers[name][:, :, :CHUNK], before)
+    np.testing.assert_array_equal(cache.buffers[name][0, :, :CHUNK], before[0])
+    np.testing.assert_array_equal(cache.buffers[name][1, :, :7], before[1, :, :7])
+    assert not cache.buffers[name][1, :, 7:].any()
 
 
 # -- chat template ------------------------------------------------------------------------------

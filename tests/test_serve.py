@@ -273,12 +273,27 @@ def test_clients_that_disconnect_mid_stream_free_their_rows_at_once(server, lm):
     assert got == [want] * 4
 
 
+def test_the_next_chat_turn_reuses_the_cached_prefix_and_answers_as_a_cold_start(server, lm):
+    """Prefix reuse through the server: turn 2 resends turn 1 and its answer; the slot that held them prefills only
+    the rest (/metrics counts it), and the answer equals the runtime's on the whole prompt."""
+    system = {"role": "system", "content": "You answer questions about the weather in a kiosk in a train station. " * 6}
+    turn = [system, {"role": "user", "content": "Is it going to rain in Paris today?"}]
+    first = chat(server, turn, max_tokens=16, temperature=0).choices[0].message.content
+    hits, reused = server.metric("edgelm_prefix_cache_hits_total"), server.metric("edgelm_prefix_cache_tokens_reused_total")
+    turn += [{"role": "assistant", "content": first}, {"role": "user", "content": "And tomorrow?"}]
+    got = chat(server, turn, max_tokens=16, temperature=0).choices[0].message.content
+    assert got == lm.generate(turn, max_new_tokens=16, temperature=0)
+    assert server.metric("edgelm_prefix_cache_hits_total") == hits + 1
+    assert server.metric("edgelm_prefix_cache_tokens_reused_total") - reused >= len(lm.encode(turn[:2]))
+
+
 def test_health_and_metrics_answer_without_a_key(server):
     health = httpx.get(server.url + "/health", timeout=10)
     assert health.status_code == 200 and health.json() == {"status": "ok", "models": ["minilm", "smol", "tiny"]}
     text = httpx.get(server.url + "/metrics", timeout=10).text
     for name in ("edgelm_requests_total", "edgelm_prompt_tokens_total", "edgelm_completion_tokens_total", "edgelm_queue_depth",
-                 "edgelm_time_to_first_token_seconds_bucket", "edgelm_time_per_output_token_seconds_bucket"):
+                 "edgelm_time_to_first_token_seconds_bucket", "edgelm_time_per_output_token_seconds_bucket",
+                 "edgelm_prefix_cache_hits_total", "edgelm_prefix_cache_tokens_reused_total"):
         assert name in text
 
 
