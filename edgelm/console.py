@@ -15,7 +15,11 @@ from edgelm.errors import GenerationError
 
 def stream_reply(lm: Any, prompt: Any, chat: bool, stats: bool = False, **options: Any) -> str:
     """Print the reply to PROMPT piece by piece as it is generated; return its text."""
-    pieces = lm.stream(prompt, chat=chat, **options)
+    return print_pieces(lm, lm.stream(prompt, chat=chat, **options), stats)
+
+
+def print_pieces(lm: Any, pieces: Any, stats: bool = False) -> str:
+    """Print a reply's PIECES as they come (a stream whose return value is its Completion); return its text."""
     while True:
         try:
             click.echo(next(pieces), nl=False)
@@ -47,8 +51,7 @@ def chat_loop(lm: Any, system: str | None = None, **options: Any) -> None:
 def _converse(lm: Any, system: str | None = None, **options: Any) -> None:
     if not lm.manifest.chat_template_file:
         raise GenerationError(f"{lm.bundle.folder} has no chat template; use `edgelm generate --raw` instead")
-    start = [{"role": "system", "content": system}] if system else []
-    history = list(start)
+    conversation = lm.conversation(system, **options)  # keeps the cache between turns: each prefills only what is new
     click.echo(f"chatting with {lm.bundle.folder} on {lm.provider} (/reset clears, /exit quits)", err=True)
     while True:
         try:
@@ -59,10 +62,8 @@ def _converse(lm: Any, system: str | None = None, **options: Any) -> None:
         if line.strip() in ("/exit", "/quit"):
             return
         if line.strip() == "/reset":
-            history = list(start)
+            conversation.reset()
             continue
         if not line.strip():
             continue
-        history.append({"role": "user", "content": line})
-        reply = stream_reply(lm, history, chat=True, **options)
-        history.append({"role": "assistant", "content": reply})
+        print_pieces(lm, conversation.stream(line))

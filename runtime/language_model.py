@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from edgelm.errors import GenerationError, warn
 from edgelm.runtime.bundle import Bundle, FrontEnd
@@ -22,6 +22,9 @@ from edgelm.runtime.generator import STOP, Generator, GeneratorParams
 from edgelm.runtime.manifest import DECODER_TASKS
 from edgelm.runtime.text_row import TextRow
 from edgelm.runtime.unicode import surrogate_problem
+
+if TYPE_CHECKING:
+    from edgelm.runtime.conversation import Conversation
 
 DEFAULT_MAX_NEW_TOKENS = 256
 Messages = list[dict[str, str]]
@@ -114,6 +117,13 @@ class LanguageModel(FrontEnd):
             seed=seed,
         )
 
+    def conversation(self, system: str | None = None, **options: Any) -> "Conversation":
+        """A chat that keeps its history and its KV cache between turns (`send`, `stream`, `reset`): each turn
+        prefills only its new messages. OPTIONS as for `generate` (stop and truncate_prompt included)."""
+        from edgelm.runtime.conversation import Conversation
+
+        return Conversation(self, system, **options)
+
     def generator(self, params: GeneratorParams | None = None, **options: Any) -> Generator:
         """A step-wise Generator on this bundle (params, or options as for `params`)."""
         _check_option_names(options)
@@ -179,38 +189,50 @@ class LanguageModel(FrontEnd):
         warn(f"prompt truncated from {len(ids)} to its last {keep} tokens to fit the model's limit of {limit}")
         return ids[-keep:]
 
-    def _run(self, prompts: Sequence[Prompt], chat: bool, request: _Request, stream: bool):
-        """Decode PROMPTS as one batch. Yields row 0's text pieces when STREAM; returns the Completions."""
+    def _run(self, prompts: Sequence[Prompt], chat: bool, request: _Request, stream: bool, batch: Generator | None = None):
+        """Decode PROMPTS as one batch. Yields row 0's text pieces when STREAM; returns the Completions.
+
+        BATCH: an open batch with a free slot per prompt (a Conversation's), whose rows prefill only what their
+        slot does not already hold and are released at the end (or when the caller closes the stream)."""
         prompt_ids = self._prompt_ids(prompts, chat, request)
-        gen = self.generator(request.params)
-        rows = [self.text_row(request.stop) for _ in prompt_ids]
+        texts = [self.text_row(request.stop) for _ in prompt_ids]
         start = time.perf_counter()
-        gen.append_tokens(prompt_ids)  # prefill
+        if batch is None:
+            gen = self.generator(request.params)
+            gen.append_tokens(prompt_ids)  # prefill, each row into its own slot
+            rows = list(range(len(prompt_ids)))
+        else:
+            gen, rows = batch, [batch.add_row(ids, request.params) for ids in prompt_ids]
         first = None
-        while not gen.is_done():
-            gen.generate_next_token()  # one token for every unfinished row
-            first = first or time.perf_counter()
-            for i, row in enumerate(rows):
-                if gen.finish_reason(i) == STOP:
-                    continue
-                piece, stopped = row.feed(gen.get_new_tokens(i))
-                if stream and i == 0 and piece:
-                    yield piece
-                if stopped:  # a stop string ended this row
-                    gen.stop_row(i)
-        end = time.perf_counter()
-        for i, row in enumerate(rows):
-            if gen.finish_reason(i) != STOP:  # any unfinished character, then what the stop check held back
-                piece, stopped = row.finish()
-                if stopped:
-                    gen.stop_row(i)
-                if stream and i == 0 and piece:
-                    yield piece
-        return [
-            Completion(text=row.text, token_ids=gen.get_new_tokens(i), finish_reason=gen.finish_reason(i),
-                       prompt_tokens=len(prompt_ids[i]), first_token_seconds=first - start, decode_seconds=end - first)
-            for i, row in enumerate(rows)
-        ]
+        try:
+            while not all(gen.is_row_done(r) for r in rows):
+                gen.generate_next_token()  # one token for every unfinished row
+                first = first or time.perf_counter()
+                for i, (r, text) in enumerate(zip(rows, texts)):
+                    if gen.finish_reason(r) == STOP:
+                        continue
+                    piece, stopped = text.feed(gen.get_new_tokens(r))
+                    if stream and i == 0 and piece:
+                        yield piece
+                    if stopped:  # a stop string ended this row
+                        gen.stop_row(r)
+            end = time.perf_counter()
+            for i, (r, text) in enumerate(zip(rows, texts)):
+                if gen.finish_reason(r) != STOP:  # any unfinished character, then what the stop check held back
+                    piece, stopped = text.finish()
+                    if stopped:
+                        gen.stop_row(r)
+                    if stream and i == 0 and piece:
+                        yield piece
+            return [
+                Completion(text=text.text, token_ids=gen.get_new_tokens(r), finish_reason=gen.finish_reason(r),
+                           prompt_tokens=len(prompt_ids[i]), first_token_seconds=first - start, decode_seconds=end - first)
+                for i, (r, text) in enumerate(zip(rows, texts))
+            ]
+        finally:
+            if batch is not None:
+                for r in rows:
+                    batch.release_row(r)  # its keys stay in the slot for the next prompt that starts with them
 
     def text_row(self, stop: Sequence[str] = ()) -> TextRow:
         """A row's text state (detokenizer and stop strings), for a caller that drives a Generator itself."""

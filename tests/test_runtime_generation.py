@@ -534,6 +534,32 @@ def test_a_short_shared_start_takes_the_lowest_free_slot_and_a_released_full_con
     assert drain(gen, row) == alone(lm, full, params)
 
 
+def test_a_conversation_prefills_only_each_new_turn_and_answers_like_generate(lm_of):
+    check_conversation(lm_of("llama"))  # the runtime path is the same for every family; the llama sample has a template
+
+
+def check_conversation(lm):
+    system, first, second = "Be brief.", "Hi there", "And Paris?"  # tiny models hold 128 tokens
+    conversation = lm.conversation(system, max_new_tokens=6)
+    history = [{"role": "system", "content": system}, {"role": "user", "content": first}]
+    assert conversation.send(first) == lm.generate(history, max_new_tokens=6)
+    assert conversation.reused_tokens == 0
+    history += [{"role": "assistant", "content": conversation.messages[-1]["content"]}, {"role": "user", "content": second}]
+    pieces = conversation.stream(second, stop=["zzz"])
+    assert "".join(pieces) == lm.generate(history, max_new_tokens=6, stop=["zzz"])
+    assert conversation.messages[:-1] == history
+    assert conversation.reused_tokens >= len(lm.encode(history[:2]))  # the first turn's prompt was not prefilled again
+    closed = conversation.stream("Ok")
+    next(closed)
+    closed.close()  # a reply abandoned half-way leaves the history as it was and frees the slot
+    assert conversation.messages[:-1] == history
+    conversation.reset()
+    assert conversation.messages == history[:1]
+    assert conversation.send(second) == lm.generate([history[0], history[-1]], max_new_tokens=6)
+    with pytest.raises(GenerationError, match="unknown generation option"):
+        lm.conversation(temprature=0.5)
+
+
 def test_open_batch_misuse_is_refused_clearly(lm_of):
     lm = lm_of("llama")
     gen = Generator.open(lm.graph, GeneratorParams(max_new_tokens=2), lm.manifest.max_context, slots=1)
