@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgelm.quantize.weight_matmuls import weight_matmuls
+
 SHRINK = np.linspace(1.0, 0.6, 17)  # candidate fractions of each block's range
 
 
@@ -71,12 +73,10 @@ def clip_matmuls(model, bits: int, block: int, exclude: list[str], progress=None
     """Clip the weight of every float MatMul of MODEL not in EXCLUDE (in place); returns how many."""
     from onnx import numpy_helper
 
-    inits = {i.name: i for i in model.graph.initializer}
-    names = [n.input[1] for n in model.graph.node
-             if n.op_type == "MatMul" and n.name not in exclude and n.input[1] in inits and len(inits[n.input[1]].dims) == 2]
-    for done, name in enumerate(dict.fromkeys(names), 1):
-        clipped = clip_blocks(numpy_helper.to_array(inits[name]), bits, block)
-        inits[name].CopyFrom(numpy_helper.from_array(clipped, name))
+    weights = [w for n, w in weight_matmuls(model) if n.name not in exclude]
+    for done, weight in enumerate({w.name: w for w in weights}.values(), 1):  # a weight two MatMuls read, once
+        clipped = clip_blocks(numpy_helper.to_array(weight), bits, block)
+        weight.CopyFrom(numpy_helper.from_array(clipped, weight.name))
         if progress is not None:
-            progress(f"clipped {done}/{len(names)}")
-    return len(names)
+            progress(f"clipped {done}/{len(weights)}")
+    return len(weights)

@@ -29,6 +29,7 @@ from onnx import helper, numpy_helper
 
 from edgelm.quantize.clipping import as_blocks, scale_and_zero, searched_ranges
 from edgelm.quantize.probe import probe_session
+from edgelm.quantize.weight_matmuls import weight_matmuls
 from edgelm.quantize.prompt_feeds import prompt_feeds
 from edgelm.runtime.kv_layout import KVLayout
 
@@ -138,9 +139,7 @@ def gptq_matmuls(model: onnx.ModelProto, layout: KVLayout, prompts: list[list[in
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
     uses = Counter(name for node in graph.node for name in node.input)
-    chosen = [n for n in graph.node if n.op_type == "MatMul" and n.name not in exclude and n.input[1] in inits
-              and len(inits[n.input[1]].dims) == 2 and inits[n.input[1]].dims[0] % block == 0
-              and uses[n.input[1]] == 1]
+    chosen = [n for n, w in weight_matmuls(model) if n.name not in exclude and w.dims[0] % block == 0 and uses[w.name] == 1]
     if not chosen:
         return []
     widths = {n.input[0]: int(inits[n.input[1]].dims[0]) for n in chosen}

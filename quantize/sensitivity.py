@@ -24,6 +24,7 @@ from edgelm.quantize.clipping import as_blocks, from_blocks, ranges, rounded
 from edgelm.quantize.gate import log_softmax
 from edgelm.quantize.probe import probe_session
 from edgelm.quantize.prompt_feeds import prompt_feeds
+from edgelm.quantize.weight_matmuls import weight_matmuls
 from edgelm.runtime.kv_layout import LOGITS, LOGITS_TO_KEEP, KVLayout
 
 
@@ -41,10 +42,8 @@ def kl_divergence(reference: np.ndarray, other: np.ndarray) -> float:
 
 def matmul_weights(model: onnx.ModelProto, names: list[str]) -> dict[str, str]:
     """Node name -> its weight initializer, for the MatMuls NAMES whose B is a 2-D initializer."""
-    inits = {i.name: i for i in model.graph.initializer}
-    nodes = {n.name: n for n in model.graph.node if n.op_type == "MatMul"}
-    return {name: nodes[name].input[1] for name in names
-            if name in nodes and nodes[name].input[1] in inits and len(inits[nodes[name].input[1]].dims) == 2}
+    weights = {n.name: w.name for n, w in weight_matmuls(model)}
+    return {name: weights[name] for name in names if name in weights}
 
 
 def measure(model: onnx.ModelProto, layout: KVLayout, prompts: list[list[int]], nodes: list[str], bits: int, block: int,
