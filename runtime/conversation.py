@@ -29,9 +29,9 @@ class Conversation:
         self._start = [{"role": "system", "content": system}] if system else []
         self.messages: list[dict[str, str]] = list(self._start)
         self._defaults = {"stop": stop, "truncate_prompt": truncate_prompt, **options}
-        lm._request(stop, truncate_prompt, options)  # options checked now, not at the first turn
+        checked = lm._request(stop, truncate_prompt, options)  # options checked now, not at the first turn
         special = lm.manifest.special_tokens
-        self._gen = Generator.open(lm.graph, lm.params(**options), lm.manifest.max_context, slots=1,
+        self._gen = Generator.open(lm.graph, checked.params, lm.manifest.max_context, slots=1,
                                    eos=special.eos, pad=special.pad)
 
     def stream(self, content: str, **options: Any) -> Iterator[str]:

@@ -70,11 +70,14 @@ def cpu() -> str:
 
 
 class Peer:
-    def __init__(self, name: str, cmd: list[str], port: int, model: str, counts_usage: bool):
-        self.name, self.cmd, self.port, self.model, self.counts_usage = name, cmd, port, model, counts_usage
-        self.url = f"http://127.0.0.1:{port}"
+    def __init__(self, name: str, cmd: list[str], model: str, counts_usage: bool):
+        self.name, self.template, self.model, self.counts_usage = name, cmd, model, counts_usage  # cmd: "{port}" inside
 
     def __enter__(self):
+        """Start the server on a free loopback port ("{port}" in its command) and warm it up with one request."""
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.cmd = [c.replace("{port}", str(self.port)) for c in self.template]
         # its log goes to a file: a pipe nobody reads fills up and blocks a chatty server (llama.cpp's load log)
         self.log = tempfile.NamedTemporaryFile("w+", prefix=f"bench_serve-{self.name}-", suffix=".log", delete=False)
         self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=subprocess.STDOUT, text=True)
@@ -84,6 +87,7 @@ class Peer:
                 raise SystemExit(f"{self.name} exited: {Path(self.log.name).read_text()[-1500:]}")
             try:
                 if httpx.get(self.url + "/v1/models", timeout=2).status_code == 200:
+                    asyncio.run(level(self, 1, 1, 8))
                     return self
             except httpx.HTTPError:
                 time.sleep(0.5)
@@ -172,7 +176,7 @@ async def chat_turns(peer: Peer, turns: int, max_tokens: int) -> dict:
             messages.append({"role": "assistant", "content": answer})
         await chat_request(client, peer, [{"role": "user", "content": PROMPTS[0]}], 8)  # takes the chat's slot
         cold, _, _ = await chat_request(client, peer, messages[:-1], max_tokens)
-        metrics = (await client.get(peer.url + "/metrics")).text if peer.counts_usage else ""
+        metrics = (await client.get(peer.url + "/metrics")).text  # edgelm's reuse counters (llama.cpp has none)
     console.print("\n".join(line for line in metrics.splitlines() if line.startswith("edgelm_prefix_cache")))
     return {"ttfts": ttfts, "cold": cold, "last_prompt_tokens": prompt}
 
@@ -225,8 +229,8 @@ def render(rows: dict[str, list[dict]], args) -> str:
         "",
         f"Machine: {cpu()}; Python {platform.python_version()}. {args.threads} threads per server, each server alone on the "
         f"machine; C clients each send {args.rounds} streamed greedy chat requests (max_tokens {args.max_tokens}) back to back. "
-        f"edgelm: `{Path(args.bundle).name}`, --max-batch {args.max_batch}; llama.cpp: `{Path(args.gguf).name}`, "
-        "one request at a time (--interrupt_requests False).",
+        f"edgelm: `{Path(args.bundle).name}`, --max-batch {args.max_batch}"
+        + (f"; llama.cpp: `{Path(args.gguf).name}`, one request at a time (--interrupt_requests False)." if args.gguf else "."),
         f"Command: `python scripts/bench_serve.py {' '.join(sys.argv[1:])}`.",
         "",
         "| server | clients | requests | tokens | aggregate tok/s | TTFT p50 (s) | TTFT p95 (s) | vs its own 1 client | vs llama.cpp, same clients |",
@@ -274,20 +278,16 @@ def main() -> None:
     levels = [int(c) for c in args.clients.split(",")]
     peers = [Peer("edgelm", [sys.executable, "-m", "edgelm.cli", "serve", args.bundle, "--name", "smol", "--port", "{port}",
                              "--threads", str(args.threads), "--provider", "cpu", "--max-batch", str(args.max_batch),
-                             "--max-queue", "256"], 0, "smol", True)]
+                             "--max-queue", "256"], "smol", True)]
     if args.gguf:
         peers.append(Peer("llama.cpp", [args.llama_python, "-m", "llama_cpp.server", "--model", args.gguf, "--n_threads",
                                         str(args.threads), "--n_threads_batch", str(args.threads), "--model_alias", "smol",
-                                        "--n_ctx", "2048", "--interrupt_requests", "False", "--port", "{port}"], 0, "smol", False))
+                                        "--n_ctx", "2048", "--interrupt_requests", "False", "--port", "{port}"], "smol", False))
     if args.chat_turns:
         args.max_tokens = min(args.max_tokens, 64)
         chats = {}
         for peer in peers:
-            peer.port = free_port()
-            peer.url = f"http://127.0.0.1:{peer.port}"
-            peer.cmd = [c.replace("{port}", str(peer.port)) for c in peer.cmd]
             with peer:
-                asyncio.run(level(peer, 1, 1, 8))  # warm-up
                 chats[peer.name] = asyncio.run(chat_turns(peer, args.chat_turns, args.max_tokens))
                 console.print(f"{peer.name}: {chats[peer.name]}")
         print(render_chat(chats, args))
@@ -296,11 +296,7 @@ def main() -> None:
     with Progress(console=console) as progress:
         task = progress.add_task("serving", total=len(peers) * len(levels))
         for peer in peers:
-            peer.port = free_port()
-            peer.url = f"http://127.0.0.1:{peer.port}"
-            peer.cmd = [c.replace("{port}", str(peer.port)) for c in peer.cmd]
             with peer:
-                asyncio.run(level(peer, 1, 1, 8))  # warm-up
                 for clients in levels:
                     progress.update(task, description=f"{peer.name}: {clients} clients")
                     rows.setdefault(peer.name, []).append(asyncio.run(level(peer, clients, args.rounds, args.max_tokens)))
