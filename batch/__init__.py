@@ -115,7 +115,7 @@ def make_job(manifest, bundle: str, task: str | None, column: str, batch_size: i
              stop, truncate_prompt: bool, generation: dict[str, Any]) -> Job:
     """The Job for BUNDLE, every option checked (one line for the first wrong one)."""
     from edgelm.batch.tasks import choose_task
-    from edgelm.runtime.language_model import OPTION_NAMES
+    from edgelm.runtime.generator import OPTION_NAMES, GeneratorParams
 
     if task is not None and task not in TASKS:
         raise BatchError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
@@ -137,17 +137,13 @@ def make_job(manifest, bundle: str, task: str | None, column: str, batch_size: i
     if not all(isinstance(s, str) and s for s in stop):
         raise BatchError(f"stop must be non-empty strings, got {stop!r}")
     from edgelm.errors import GenerationError
-    from edgelm.runtime.generator import GeneratorParams
 
     try:
-        GeneratorParams(**options)  # the runtime's own checks, before any row runs
+        params = GeneratorParams.resolve(manifest.generation, **options)  # the runtime's own checks, before any row runs
     except GenerationError as e:
         raise BatchError(str(e)) from None
     chat = bool(manifest.chat_template_file) if chat is None else bool(chat)
-    defaults = manifest.generation  # as LanguageModel.params: greedy unless asked, or the bundle says do_sample
-    temperature = options.get("temperature", float(defaults.get("temperature", 1.0)) if defaults.get("do_sample") else 0.0)
-    seeded = options.get("seed") is not None and temperature > 0
-    return Job(task, column, batch_size, bool(truncate_prompt), chat, stop, options, seeded)
+    return Job(task, column, batch_size, bool(truncate_prompt), chat, stop, options, params.seeded_sampling)
 
 
 def _check_counts(**counts: int | None) -> None:

@@ -161,9 +161,10 @@ def _encoder_rows(encoder, texts: list[str], job: Job, compute) -> list:
 def _generate(lm, texts: list[str], row_ids, job: Job, cancelled: threading.Event | None = None) -> list:
     from edgelm.batch.decode import generate_rows
     from edgelm.errors import GenerationError
+    from edgelm.runtime.generator import newest_tokens
 
     params = lm.params(**job.options)
-    if params.seed is not None and params.temperature > 0 and row_ids is None:
+    if params.seeded_sampling and row_ids is None:
         raise BatchError(f"sampling with a seed seeds each row with seed + its {ROW_ID}; the rows have no {ROW_ID} "
                          "column: add one (the row's position), or leave seed out")
     limit = lm.manifest.max_context
@@ -179,7 +180,7 @@ def _generate(lm, texts: list[str], row_ids, job: Job, cancelled: threading.Even
             if not job.truncate:
                 results[i] = checks.prompt_too_long(len(ids), limit)
                 continue
-            ids = ids[-max(limit - params.max_new_tokens, 1):]  # the newest tokens, as LanguageModel's truncate_prompt
+            ids = newest_tokens(ids, limit, params.max_new_tokens)  # as LanguageModel's truncate_prompt
         prompts.append(ids)
         keep.append(i)
     for start in range(0, len(keep), job.batch_size):  # consecutive batches: a row's tokens do not depend on its batch

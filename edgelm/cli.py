@@ -192,7 +192,7 @@ def _load(bundle: Path, provider: str, threads: int | None, fast: bool, verbose:
 
 
 def _generation_kwargs(options: dict) -> dict:
-    from edgelm.runtime.language_model import OPTION_NAMES
+    from edgelm.runtime.generator import OPTION_NAMES
 
     kwargs = {k: options[k] for k in OPTION_NAMES if options.get(k) is not None}
     return {**kwargs, "stop": list(options["stop"]), "truncate_prompt": options["truncate_prompt"]}

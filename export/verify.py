@@ -18,7 +18,8 @@ import numpy as np
 
 from edgelm.errors import ParityError
 from edgelm.export.loading import hf_model_of
-from edgelm.runtime.decoder import DecoderGraph, greedy_continuation
+from edgelm.runtime.decoder import DecoderGraph
+from edgelm.runtime.generator import greedy_continuation
 from edgelm.runtime.manifest import Manifest
 from edgelm.runtime.prompts import PROMPT_LENGTH
 

@@ -6,7 +6,7 @@
     chat.messages; chat.reused_tokens; chat.reset()
 
 A chat app resends the whole history every turn, and `LanguageModel.generate` would prefill all of
-it again. A Conversation runs its turns in a one-slot open batch (runtime/generator.py): the slot
+it again. A Conversation runs its turns in a one-slot open batch (runtime/text_batch.py): the slot
 keeps the previous turn's keys, so the next prompt, which begins with them, prefills only the new
 messages. A reply equals `lm.generate(messages)` on the same history.
 """
@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from edgelm.runtime.generator import Generator
+from edgelm.runtime.text_batch import TextBatch
 
 if TYPE_CHECKING:
     from edgelm.runtime.language_model import Completion, LanguageModel
@@ -29,10 +29,8 @@ class Conversation:
         self._start = [{"role": "system", "content": system}] if system else []
         self.messages: list[dict[str, str]] = list(self._start)
         self._defaults = {"stop": stop, "truncate_prompt": truncate_prompt, **options}
-        checked = lm._request(stop, truncate_prompt, options)  # options checked now, not at the first turn
-        special = lm.manifest.special_tokens
-        self._gen = Generator.open(lm.graph, checked.params, lm.manifest.max_context, slots=1,
-                                   eos=special.eos, pad=special.pad)
+        lm._request(stop, truncate_prompt, options)  # options checked now, not at the first turn
+        self._batch = TextBatch(lm, slots=1)
 
     def stream(self, content: str, **options: Any) -> Iterator[str]:
         """Pieces of the reply to CONTENT (a user message after the history); joined, `send`'s text.
@@ -43,7 +41,7 @@ class Conversation:
         merged = {**self._defaults, **options}
         request = self.lm._request(merged.pop("stop"), merged.pop("truncate_prompt"), merged)
         messages = [*self.messages, {"role": "user", "content": content}]
-        completions = yield from self.lm._run([messages], False, request, stream=True, batch=self._gen)
+        completions = yield from self.lm._run([messages], False, request, stream=True, batch=self._batch)
         self.messages = [*messages, {"role": "assistant", "content": completions[0].text}]
         return completions[0]
 
@@ -60,4 +58,4 @@ class Conversation:
     @property
     def reused_tokens(self) -> int:
         """Prompt tokens, over every turn, taken from the cache instead of prefilled."""
-        return self._gen.reused_tokens
+        return self._batch.generator.reused_tokens

@@ -162,22 +162,3 @@ class StepFeeds:
             if array is not None:
                 binding.bind_input(name, "cpu", 0, array.dtype, list(array.shape), array.ctypes.data)
         binding.bind_output(LOGITS, "cpu", 0, np.float32, list(self.logits.shape), self.logits.ctypes.data)
-
-
-def greedy_continuation(graph: DecoderGraph, prompt_ids: list[int], max_new_tokens: int,
-                        stop_ids: tuple[int, ...] = ()) -> list[int]:
-    """Argmax tokens after PROMPT_IDS: prefill once, then one token per step.
-
-    Stops after MAX_NEW_TOKENS or after emitting any of STOP_IDS (which is included). Export's
-    verification uses it; applications use `Generator`, which adds sampling, batching and stops.
-    """
-    cache = graph.new_cache(slots=1, capacity=len(prompt_ids) + max_new_tokens)
-    logits = graph.extend(cache, 0, prompt_ids)  # prefill: (1, vocab)
-    tokens: list[int] = []
-    while len(tokens) < max_new_tokens:
-        next_id = int(np.argmax(logits[-1]))
-        tokens.append(next_id)
-        if next_id in stop_ids or len(tokens) == max_new_tokens:
-            break
-        logits = graph.step(cache, np.asarray([next_id]), np.ones(1, dtype=bool))  # one step: (1, vocab)
-    return tokens

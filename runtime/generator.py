@@ -47,13 +47,14 @@ EOS, LENGTH, CONTEXT, STOP, FREE = "eos", "length", "context", "stop", "free"
 # A free slot's kept prefix is taken over the lowest free slot only when it saves at least this many tokens of
 # prefill: a higher slot widens every step of the batch (a step runs the slots up to the highest in use).
 MIN_REUSE = 64
+DEFAULT_MAX_NEW_TOKENS = 256  # when neither the caller nor the bundle's generation defaults say
 
 
 @dataclass(frozen=True)
 class GeneratorParams:
     """How to choose tokens and when to stop. temperature 0 is greedy (argmax)."""
 
-    max_new_tokens: int = 256
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     temperature: float = 0.0
     top_k: int = 0  # 0 = off
     top_p: float = 1.0  # 1 = off
@@ -73,6 +74,40 @@ class GeneratorParams:
         if problems:
             raise GenerationError(*problems)
 
+    @classmethod
+    def resolve(cls, defaults: dict, max_new_tokens: int | None = None, temperature: float | None = None,
+                top_k: int | None = None, top_p: float | None = None, repetition_penalty: float | None = None,
+                seed: int | None = None) -> "GeneratorParams":
+        """The options given, every unset one taken from DEFAULTS (a bundle's generation defaults).
+
+        As in transformers: greedy unless the bundle says do_sample (or a temperature > 0 is
+        given); when sampling, top_k defaults to 50.
+        """
+        if temperature is None:
+            temperature = float(defaults.get("temperature", 1.0)) if defaults.get("do_sample") else 0.0
+        return cls(
+            max_new_tokens=max_new_tokens if max_new_tokens is not None else int(defaults.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)),
+            temperature=temperature,
+            top_k=top_k if top_k is not None else (int(defaults.get("top_k", 50)) if temperature else 0),
+            top_p=top_p if top_p is not None else float(defaults.get("top_p", 1.0)),
+            repetition_penalty=repetition_penalty if repetition_penalty is not None else float(defaults.get("repetition_penalty", 1.0)),
+            seed=seed,
+        )
+
+    @property
+    def seeded_sampling(self) -> bool:
+        """Draws that a seed makes repeatable (greedy ignores the seed)."""
+        return self.seed is not None and self.temperature > 0
+
+
+# The generation options' names, as every front end (Python, CLI, server, batch) takes them.
+OPTION_NAMES = tuple(GeneratorParams.__dataclass_fields__)
+
+
+def newest_tokens(ids: list[int], max_context: int, max_new_tokens: int) -> list[int]:
+    """A prompt too long for the context cut to its newest tokens, leaving room for MAX_NEW_TOKENS (at least one)."""
+    return ids[-max(max_context - max_new_tokens, 1):]
+
 
 class Generator:
     """Owns one batch of sequences (a row per cache slot), their KV cache and their stop state."""
@@ -84,8 +119,7 @@ class Generator:
         self.max_context = max_context
         self.eos = frozenset(eos)
         self.pad = pad if pad is not None else (min(eos) if eos else 0)
-        self._sample = make_sampler(params.temperature, params.top_k, params.top_p, params.seed)
-        self._own: dict[int, tuple[GeneratorParams, Sampler]] = {}  # rows added with their own options
+        self._own: dict[int, tuple[GeneratorParams, Sampler]] = {}  # row -> its options and its own seeded sampler
         self._open = False  # an open batch (Generator.open): its free slots have the reason FREE
         self._cache: KVCache | None = None
         self._rows: list[list[int]] = []  # real tokens of each row: prompt + generated
@@ -123,6 +157,7 @@ class Generator:
             room = min(longest + self.params.max_new_tokens, self.max_context)
             self._cache = self.graph.new_cache(slots=len(rows), capacity=room)
             self._rows = [[] for _ in rows]
+            self._own = {i: (self.params, _sampler(self.params)) for i in range(len(rows))}  # a row's draws are its own
         if self._pending is not None:  # the last chosen real tokens were never fed: they go first
             for i in np.flatnonzero(~self._filler):
                 rows[i] = [self._rows[i].pop()] + rows[i]
@@ -137,10 +172,12 @@ class Generator:
 
     @classmethod
     def open(cls, graph: DecoderGraph, params: GeneratorParams, max_context: int, slots: int,
-             eos: tuple[int, ...] = (), pad: int | None = None) -> "Generator":
-        """An empty batch of SLOTS rows that sequences join (`add_row`) and leave (`release_row`) while it decodes."""
+             eos: tuple[int, ...] = (), pad: int | None = None, capacity: int | None = None) -> "Generator":
+        """An empty batch of SLOTS rows that sequences join (`add_row`) and leave (`release_row`) while it decodes.
+
+        CAPACITY: tokens a row is expected to hold (room is made for it at once; the cache grows past it)."""
         gen = cls(graph, params, max_context, eos, pad)
-        gen._cache = graph.new_cache(slots=slots)
+        gen._cache = graph.new_cache(slots=slots, **({"capacity": min(capacity, max_context)} if capacity else {}))
         gen._rows = [[] for _ in range(slots)]
         gen._prompt_lengths = [0] * slots
         gen._reasons = [FREE] * slots
@@ -175,7 +212,7 @@ class Generator:
         self._kept.pop(row, None)
         self._logits[row] = self.graph.extend(self._cache, row, ids[reuse:])[-1]  # (vocab,) after the prompt
         self._rows[row], self._prompt_lengths[row], self._reasons[row] = list(ids), len(ids), None
-        self._own[row] = (params, make_sampler(params.temperature, params.top_k, params.top_p, params.seed))
+        self._own[row] = (params, _sampler(params))
         if self._pending is not None and row < len(self._pending):
             self._filler[row] = True  # nothing of this row waits to be fed
         return row
@@ -249,14 +286,16 @@ class Generator:
         self._pending = chosen
 
     def _choose(self, width: int) -> np.ndarray:
-        """(width,) ids: one batched draw for the rows on the generator's options, one per row with its own."""
+        """(width,) ids: every running row draws with its own options and sampler, so with a seed its tokens are
+        those it gets alone; greedy rows without a penalty take one batched argmax."""
         chosen = np.full(width, self.pad, dtype=np.int64)
-        shared = [i for i in range(width) if i not in self._own and self._reasons[i] != FREE]
-        if shared:
-            scores = apply_repetition_penalty(self._logits[shared], [self._rows[i] for i in shared], self.params.repetition_penalty)
-            chosen[shared] = self._sample(scores)
-        for i, (params, sample) in self._own.items():
-            if i < width and self._reasons[i] is None:
+        running = [i for i in range(width) if self._reasons[i] is None]
+        plain = [i for i in running if _is_plain_greedy(self._own[i][0])]
+        if plain:
+            chosen[plain] = np.argmax(self._logits[plain], axis=-1)
+        for i in running:
+            params, sample = self._own[i]
+            if not _is_plain_greedy(params):
                 scores = apply_repetition_penalty(self._logits[i:i + 1], [self._rows[i]], params.repetition_penalty)
                 chosen[i] = sample(scores)[0]
         return chosen
@@ -265,7 +304,7 @@ class Generator:
         """Why ROW ends after TOKEN was added (None: it goes on); TOKEN None: only the length limits."""
         if token is not None and token in self.eos:
             return EOS
-        params = self._own[row][0] if row in self._own else self.params
+        params = self._own[row][0]
         if len(self._rows[row]) - self._prompt_lengths[row] >= params.max_new_tokens:
             return LENGTH
         if len(self._rows[row]) >= self.max_context:  # the sequence is full: its last token is never fed
@@ -346,6 +385,16 @@ class Generator:
         self._reasons = [self._stop_reason(0, row[-1] if generated_last else None)]  # at a limit, it stays ended
 
 
+def greedy_continuation(graph: DecoderGraph, prompt_ids: list[int], max_new_tokens: int,
+                        stop_ids: tuple[int, ...] = ()) -> list[int]:
+    """Argmax ids after PROMPT_IDS, an ending stop id included: a Generator run to its end (parity checks use it)."""
+    gen = Generator(graph, GeneratorParams(max_new_tokens=max_new_tokens), graph.manifest.max_context, eos=stop_ids)
+    gen.append_tokens(prompt_ids)
+    while not gen.is_done():
+        gen.generate_next_token()
+    return gen.get_new_tokens(0)
+
+
 def _as_rows(tokens: Sequence[int] | Sequence[Sequence[int]]) -> list[list[int]]:
     """One row of ids, or one list per row -> list of rows; every row non-empty whole numbers."""
     if isinstance(tokens, np.ndarray):
@@ -357,6 +406,14 @@ def _as_rows(tokens: Sequence[int] | Sequence[Sequence[int]]) -> list[list[int]]
         if not isinstance(row, list) or not row or not all(_is_id(t) for t in row):
             raise GenerationError(f"row {i} of append_tokens is not a non-empty list of token ids")
     return [[int(t) for t in row] for row in rows]
+
+
+def _sampler(params: GeneratorParams) -> Sampler:
+    return make_sampler(params.temperature, params.top_k, params.top_p, params.seed)
+
+
+def _is_plain_greedy(params: GeneratorParams) -> bool:
+    return params.temperature == 0 and params.repetition_penalty == 1.0
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int], limit: int) -> int:

@@ -18,15 +18,15 @@ from edgelm.errors import GenerationError, warn
 from edgelm.runtime.bundle import Bundle, FrontEnd
 from edgelm.runtime.chat_template import check_messages, render_chat
 from edgelm.runtime.decoder import DecoderGraph
-from edgelm.runtime.generator import STOP, Generator, GeneratorParams
+from edgelm.runtime.generator import OPTION_NAMES, Generator, GeneratorParams, newest_tokens
 from edgelm.runtime.manifest import DECODER_TASKS
+from edgelm.runtime.text_batch import TextBatch
 from edgelm.runtime.text_row import TextRow
 from edgelm.runtime.unicode import surrogate_problem
 
 if TYPE_CHECKING:
     from edgelm.runtime.conversation import Conversation
 
-DEFAULT_MAX_NEW_TOKENS = 256
 Messages = list[dict[str, str]]
 Prompt = Union[str, Messages]
 
@@ -97,25 +97,11 @@ class LanguageModel(FrontEnd):
         return {k: self.tokenizer.id_to_token(v) for k, v in ids.items() if v is not None}
 
     # -- options ---------------------------------------------------------------------------
-    def params(self, max_new_tokens: int | None = None, temperature: float | None = None, top_k: int | None = None,
-               top_p: float | None = None, repetition_penalty: float | None = None,
-               seed: int | None = None) -> GeneratorParams:
-        """GeneratorParams with every unset option taken from the bundle's generation defaults.
-
-        As in transformers: greedy unless the bundle says do_sample (or a temperature > 0 is
-        given); when sampling, top_k defaults to 50.
-        """
-        defaults = self.manifest.generation
-        if temperature is None:
-            temperature = float(defaults.get("temperature", 1.0)) if defaults.get("do_sample") else 0.0
-        return GeneratorParams(
-            max_new_tokens=max_new_tokens if max_new_tokens is not None else int(defaults.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)),
-            temperature=temperature,
-            top_k=top_k if top_k is not None else (int(defaults.get("top_k", 50)) if temperature else 0),
-            top_p=top_p if top_p is not None else float(defaults.get("top_p", 1.0)),
-            repetition_penalty=repetition_penalty if repetition_penalty is not None else float(defaults.get("repetition_penalty", 1.0)),
-            seed=seed,
-        )
+    def params(self, **options: Any) -> GeneratorParams:
+        """GeneratorParams with every unset option (max_new_tokens, temperature, top_k, top_p,
+        repetition_penalty, seed) taken from the bundle's generation defaults (GeneratorParams.resolve)."""
+        _check_option_names(options)
+        return GeneratorParams.resolve(self.manifest.generation, **options)
 
     def conversation(self, system: str | None = None, **options: Any) -> "Conversation":
         """A chat that keeps its history and its KV cache between turns (`send`, `stream`, `reset`): each turn
@@ -185,61 +171,44 @@ class LanguageModel(FrontEnd):
         if not request.truncate_prompt:
             raise GenerationError(f"the prompt has {len(ids)} tokens and the model's limit is {limit}; "
                                   "shorten it or pass truncate_prompt=True (--truncate-prompt) to drop its oldest tokens")
-        keep = max(limit - request.params.max_new_tokens, 1)
-        warn(f"prompt truncated from {len(ids)} to its last {keep} tokens to fit the model's limit of {limit}")
-        return ids[-keep:]
+        kept = newest_tokens(ids, limit, request.params.max_new_tokens)
+        warn(f"prompt truncated from {len(ids)} to its last {len(kept)} tokens to fit the model's limit of {limit}")
+        return kept
 
-    def _run(self, prompts: Sequence[Prompt], chat: bool, request: _Request, stream: bool, batch: Generator | None = None):
-        """Decode PROMPTS as one batch. Yields row 0's text pieces when STREAM; returns the Completions.
+    def _run(self, prompts: Sequence[Prompt], chat: bool, request: _Request, stream: bool, batch: TextBatch | None = None):
+        """Decode PROMPTS together, each row with the request's options and seed (its text is what it gets alone).
+        Yields row 0's text pieces when STREAM; returns the Completions.
 
         BATCH: an open batch with a free slot per prompt (a Conversation's), whose rows prefill only what their
-        slot does not already hold and are released at the end (or when the caller closes the stream)."""
+        slot does not already hold; rows are released at the end (or when the caller closes the stream)."""
         prompt_ids = self._prompt_ids(prompts, chat, request)
-        texts = [self.text_row(request.stop) for _ in prompt_ids]
         start = time.perf_counter()
         if batch is None:
-            gen = self.generator(request.params)
-            gen.append_tokens(prompt_ids)  # prefill, each row into its own slot
-            rows = list(range(len(prompt_ids)))
-        else:
-            gen, rows = batch, [batch.add_row(ids, request.params) for ids in prompt_ids]
+            room = max(map(len, prompt_ids)) + request.params.max_new_tokens
+            batch = TextBatch(self, slots=len(prompt_ids), capacity=room)
+        rows: list[int] = []
         first = None
         try:
-            while not all(gen.is_row_done(r) for r in rows):
-                gen.generate_next_token()  # one token for every unfinished row
+            for ids in prompt_ids:
+                rows.append(batch.add(ids, request.params, request.stop))
+            while batch.running:
+                for update in batch.step():  # one token for every unfinished row
+                    if stream and update.row == rows[0] and update.piece:
+                        yield update.piece
                 first = first or time.perf_counter()
-                for i, (r, text) in enumerate(zip(rows, texts)):
-                    if gen.finish_reason(r) == STOP:
-                        continue
-                    piece, stopped = text.feed(gen.get_new_tokens(r))
-                    if stream and i == 0 and piece:
-                        yield piece
-                    if stopped:  # a stop string ended this row
-                        gen.stop_row(r)
             end = time.perf_counter()
-            for i, (r, text) in enumerate(zip(rows, texts)):
-                if gen.finish_reason(r) != STOP:  # any unfinished character, then what the stop check held back
-                    piece, stopped = text.finish()
-                    if stopped:
-                        gen.stop_row(r)
-                    if stream and i == 0 and piece:
-                        yield piece
             return [
-                Completion(text=text.text, token_ids=gen.get_new_tokens(r), finish_reason=gen.finish_reason(r),
-                           prompt_tokens=len(prompt_ids[i]), first_token_seconds=first - start, decode_seconds=end - first)
-                for i, (r, text) in enumerate(zip(rows, texts))
+                Completion(text=batch.text(r), token_ids=batch.tokens(r), finish_reason=batch.finish_reason(r),
+                           prompt_tokens=len(ids), first_token_seconds=first - start, decode_seconds=end - first)
+                for r, ids in zip(rows, prompt_ids)
             ]
         finally:
-            if batch is not None:
-                for r in rows:
-                    batch.release_row(r)  # its keys stay in the slot for the next prompt that starts with them
+            for r in rows:
+                batch.release(r)  # its keys stay in the slot for the next prompt that starts with them
 
     def text_row(self, stop: Sequence[str] = ()) -> TextRow:
         """A row's text state (detokenizer and stop strings), for a caller that drives a Generator itself."""
         return TextRow(self.tokenizer, (stop,) if isinstance(stop, str) else tuple(stop))
-
-
-OPTION_NAMES = ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "seed")
 
 
 def _check_option_names(options: dict[str, Any]) -> None:

@@ -7,8 +7,8 @@
 A job that arrives while others decode joins at the next step; one that finishes, or whose client
 went away (`cancel`), frees its slot before the next step, so a waiting job takes it. The thread
 never waits on a client: pieces go to the job's sink (an asyncio queue fed thread-safely), so a slow
-reader cannot stall the batch. Decoding itself is the runtime's: Generator.open (slots, per-row
-options and seeds) and TextRow (detokenizing, stop strings).
+reader cannot stall the batch. Decoding itself is the runtime's TextBatch, the loop LanguageModel
+and `edgelm batch` drive too (slots, per-row options and seeds, prefix reuse, stop strings).
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from edgelm.errors import EdgelmError
-from edgelm.runtime.generator import Generator, GeneratorParams
+from edgelm.runtime.generator import GeneratorParams
 from edgelm.runtime.language_model import LanguageModel
-from edgelm.runtime.text_row import TextRow
+from edgelm.runtime.text_batch import TextBatch
 from edgelm.serve.metrics import Metrics
 from edgelm.serve.worker_thread import WorkerThread
 
@@ -59,24 +59,20 @@ class Job:
 @dataclass
 class _Running:
     job: Job
-    text: TextRow
     last: float  # when its previous token came
     first: bool = True
-    stopped: bool = False  # a stop string ended it
 
 
 class DecodeWorker(WorkerThread):
     def __init__(self, name: str, lm: LanguageModel, max_batch: int, max_queue: int, metrics: Metrics):
         super().__init__("decode", name, max_queue, metrics)
         self.lm = lm
-        special = lm.manifest.special_tokens
-        self.gen = Generator.open(lm.graph, lm.params(), lm.manifest.max_context, slots=max_batch,
-                                  eos=special.eos, pad=special.pad)
+        self.batch = TextBatch(lm, slots=max_batch)
         self._running: dict[int, _Running] = {}
 
     def _loop(self) -> None:
         def take(waiting) -> list[Job]:  # as many as there are free slots
-            return [waiting.popleft() for _ in range(min(self.gen.batch - len(self._running), len(waiting)))]
+            return [waiting.popleft() for _ in range(min(self.batch.slots - len(self._running), len(waiting)))]
 
         while (admitted := self._next_jobs(bool(self._running), take)) is not None:
             try:
@@ -92,44 +88,37 @@ class DecodeWorker(WorkerThread):
     def _admit(self, job: Job) -> None:
         if job.cancelled:
             return
-        hits, reused = self.gen.prefix_hits, self.gen.reused_tokens
+        gen = self.batch.generator
+        hits, reused = gen.prefix_hits, gen.reused_tokens
         try:
-            row = self.gen.add_row(job.ids, job.params)  # prefill into a free slot (or the rest of a kept prefix)
+            row = self.batch.add(job.ids, job.params, job.stop)  # prefill into a free slot (or the rest of a kept prefix)
         except Exception as e:  # EdgelmError: bad ids (the app checks first); anything else: the model failed
             if not isinstance(e, EdgelmError):
                 log.exception("prefill failed for %s", self.name)
             _send(job, Event(job.index, error=str(e)))
             return
-        self.metrics.prefix_hits.labels(self.name).inc(self.gen.prefix_hits - hits)
-        self.metrics.reused_tokens.labels(self.name).inc(self.gen.reused_tokens - reused)
-        self._running[row] = _Running(job, TextRow(self.lm.tokenizer, job.stop), last=time.perf_counter())
+        self.metrics.prefix_hits.labels(self.name).inc(gen.prefix_hits - hits)
+        self.metrics.reused_tokens.labels(self.name).inc(gen.reused_tokens - reused)
+        self._running[row] = _Running(job, last=time.perf_counter())
 
     def _step(self) -> None:
-        self.gen.generate_next_token()  # one token for every running row
+        updates = self.batch.step()  # one token for every running row
         now = time.perf_counter()
-        for row, run in list(self._running.items()):
+        for update in updates:
+            run = self._running[update.row]
             if run.job.cancelled:
-                self._leave(row)
+                self._leave(update.row)
                 continue
-            piece, stopped = run.text.feed(self.gen.get_new_tokens(row))
-            if stopped:
-                run.stopped = True
-                self.gen.stop_row(row)
             self._time_token(run, now)
-            reason = self.gen.finish_reason(row)
-            if reason is None:
-                if piece:
-                    _send(run.job, Event(run.job.index, piece))
+            if update.finish_reason is None:
+                if update.piece:
+                    _send(run.job, Event(run.job.index, update.piece))
                 continue
-            if not run.stopped:  # a STOP reason comes only from a stop string, which set run.stopped
-                tail, run.stopped = run.text.finish()
-                piece += tail
-            completion = len(self.gen.get_new_tokens(row))
-            finish = "stop" if run.stopped else FINISH[reason]
-            _send(run.job, Event(run.job.index, piece, finish, len(run.job.ids), completion))
+            completion = len(self.batch.tokens(update.row))
+            _send(run.job, Event(run.job.index, update.piece, FINISH[update.finish_reason], len(run.job.ids), completion))
             self.metrics.prompt_tokens.labels(self.name).inc(len(run.job.ids))
             self.metrics.completion_tokens.labels(self.name).inc(completion)
-            self._leave(row)
+            self._leave(update.row)
 
     def _time_token(self, run: _Running, now: float) -> None:
         if run.first:
@@ -140,7 +129,7 @@ class DecodeWorker(WorkerThread):
         run.last = now
 
     def _leave(self, row: int) -> None:
-        self.gen.release_row(row)
+        self.batch.release(row)
         del self._running[row]
 
     def _fail_all(self, message: str) -> None:

@@ -11,7 +11,8 @@ import pytest
 import torch
 import transformers
 
-from edgelm.runtime.decoder import DecoderGraph, greedy_continuation
+from edgelm.runtime.decoder import DecoderGraph
+from edgelm.runtime.generator import greedy_continuation
 from edgelm.runtime.manifest import read_manifest
 from tests import tiny
 

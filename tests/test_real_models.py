@@ -9,7 +9,8 @@ import torch
 from tokenizers import Tokenizer
 
 from edgelm.runtime import load
-from edgelm.runtime.decoder import DecoderGraph, greedy_continuation
+from edgelm.runtime.decoder import DecoderGraph
+from edgelm.runtime.generator import greedy_continuation
 from edgelm.runtime.manifest import check_files, read_manifest
 from tests.conftest import MINILM, SMOLLM2_GGUF, require_real_models
 

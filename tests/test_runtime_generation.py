@@ -228,6 +228,21 @@ def test_a_seeded_batch_is_reproducible(lm_of):
     assert len(set(first)) == len(BATCH)
 
 
+@pytest.mark.parametrize("options", [dict(temperature=0.9, seed=11), dict(temperature=1.2, top_p=0.9, repetition_penalty=1.3, seed=4)],
+                         ids=["temperature", "top-p-penalty"])
+def test_a_seeded_row_gets_in_a_batch_what_it_gets_alone(lm_of, options):
+    """Each row draws from its own sampler: its text depends on its prompt, options and seed, not on its batch."""
+    lm = lm_of("gpt2")
+    together = lm.generate(BATCH, max_new_tokens=16, **options)
+    assert together == [lm.generate(prompt, max_new_tokens=16, **options) for prompt in BATCH]
+    assert lm.generate(BATCH[::-1], max_new_tokens=16, **options) == together[::-1]
+    step_wise = lm.generator(max_new_tokens=16, **options)  # the fixed batch of append_tokens too
+    step_wise.append_tokens([lm.encode(p) for p in BATCH])
+    while not step_wise.is_done():
+        step_wise.generate_next_token()
+    assert [lm.tokenizer.decode(step_wise.get_new_tokens(i)) for i in range(len(BATCH))] == together
+
+
 # -- streaming and stop strings -----------------------------------------------------------------
 @pytest.mark.parametrize("chat", [False, True], ids=["plain", "chat"])
 @pytest.mark.parametrize("prompt", [CHINESE, EMOJI], ids=["chinese", "emoji"])

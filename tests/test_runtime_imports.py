@@ -43,7 +43,8 @@ def test_runtime_modules_import_and_run_a_bundle_without_torch(bundles):
             importlib.import_module("edgelm.runtime." + m.name)
         import onnxruntime as ort
         from edgelm.runtime.manifest import read_manifest, check_files
-        from edgelm.runtime.decoder import DecoderGraph, greedy_continuation
+        from edgelm.runtime.decoder import DecoderGraph
+        from edgelm.runtime.generator import greedy_continuation
         m = read_manifest({str(out)!r}); check_files({str(out)!r}, m)
         g = DecoderGraph(ort.InferenceSession({str(out / 'model.onnx')!r}), m)
         print(len(greedy_continuation(g, [1, 2, 3], 4)))
