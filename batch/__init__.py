@@ -123,9 +123,10 @@ def make_job(manifest, bundle: str, task: str | None, column: str, batch_size: i
     _check_counts(batch_size=batch_size)
     if not isinstance(column, str) or not column:
         raise BatchError(f"column must be a column name, got {column!r}")
-    unknown = sorted(set(generation) - set(OPTION_NAMES))
+    known = (*OPTION_NAMES, "json_schema")
+    unknown = sorted(set(generation) - set(known))
     if unknown:
-        raise BatchError(f"unknown option(s) {', '.join(unknown)}; generation options are {', '.join(OPTION_NAMES)}")
+        raise BatchError(f"unknown option(s) {', '.join(unknown)}; generation options are {', '.join(known)}")
     stop = (stop,) if isinstance(stop, str) else tuple(stop)
     options = {k: v for k, v in generation.items() if v is not None}
     if task != "generate":
@@ -139,11 +140,19 @@ def make_job(manifest, bundle: str, task: str | None, column: str, batch_size: i
     from edgelm.errors import GenerationError
 
     try:
-        params = GeneratorParams.resolve(manifest.generation, **options)  # the runtime's own checks, before any row runs
+        params = GeneratorParams.resolve(manifest.generation, **sampling(options))  # the runtime's checks, before any row runs
     except GenerationError as e:
         raise BatchError(str(e)) from None
+    schema = options.get("json_schema")
+    if schema is not None and not isinstance(schema, dict):
+        raise BatchError(f"json_schema must be a JSON schema (a dict), got {type(schema).__name__}")
     chat = bool(manifest.chat_template_file) if chat is None else bool(chat)
     return Job(task, column, batch_size, bool(truncate_prompt), chat, stop, options, params.seeded_sampling)
+
+
+def sampling(options: dict[str, Any]) -> dict[str, Any]:
+    """A generate job's options without json_schema: what GeneratorParams takes."""
+    return {k: v for k, v in options.items() if k != "json_schema"}
 
 
 def _check_counts(**counts: int | None) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from edgelm.runtime.generator import GeneratorParams
+from edgelm.runtime.json_schema import SchemaGrammar
 from edgelm.runtime.language_model import LanguageModel
 from edgelm.runtime.text_batch import TextBatch
 
@@ -31,12 +32,13 @@ class Cancelled(Exception):
 
 def generate_rows(lm: LanguageModel, prompts: Sequence[list[int]], row_ids: Sequence[int] | None,
                   params: GeneratorParams, stop: tuple[str, ...],
-                  cancelled: threading.Event | None = None) -> list[Generated]:
+                  cancelled: threading.Event | None = None, grammar: SchemaGrammar | None = None) -> list[Generated]:
     """Decode PROMPTS (token ids) as one batch; a seeded sampling run seeds row i with seed + ROW_IDS[i].
 
-    CANCELLED, once set, raises Cancelled before the next token."""
+    CANCELLED, once set, raises Cancelled before the next token. GRAMMAR: every row follows this JSON schema."""
     batch = TextBatch(lm, slots=len(prompts), capacity=max(map(len, prompts)) + params.max_new_tokens)
-    rows = [batch.add(ids, replace(params, seed=params.seed + int(row_ids[i])) if params.seeded_sampling else params, stop)
+    rows = [batch.add(ids, replace(params, seed=params.seed + int(row_ids[i])) if params.seeded_sampling else params, stop,
+                      grammar.rule() if grammar else None)
             for i, ids in enumerate(prompts)]
     while batch.running:
         if cancelled is not None and cancelled.is_set():

@@ -163,7 +163,11 @@ def _generate(lm, texts: list[str], row_ids, job: Job, cancelled: threading.Even
     from edgelm.errors import GenerationError
     from edgelm.runtime.generator import newest_tokens
 
-    params = lm.params(**job.options)
+    from edgelm.batch import sampling
+
+    params = lm.params(**sampling(job.options))
+    schema = job.options.get("json_schema")
+    grammar = lm.json_grammar(schema) if schema is not None else None  # compiled once for the batch's rows
     if params.seeded_sampling and row_ids is None:
         raise BatchError(f"sampling with a seed seeds each row with seed + its {ROW_ID}; the rows have no {ROW_ID} "
                          "column: add one (the row's position), or leave seed out")
@@ -186,7 +190,7 @@ def _generate(lm, texts: list[str], row_ids, job: Job, cancelled: threading.Even
     for start in range(0, len(keep), job.batch_size):  # consecutive batches: a row's tokens do not depend on its batch
         rows = keep[start:start + job.batch_size]
         ids = [row_ids[i] for i in rows] if row_ids else None
-        done = generate_rows(lm, prompts[start:start + job.batch_size], ids, params, job.stop, cancelled)
+        done = generate_rows(lm, prompts[start:start + job.batch_size], ids, params, job.stop, cancelled, grammar)
         for i, g in zip(rows, done):
             results[i] = (g.text, g.finish_reason, g.prompt_tokens, g.completion_tokens)
     return results

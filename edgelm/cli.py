@@ -175,6 +175,9 @@ def sampling_options(fn):
         fn = click.option(decl, type=kind, default=None, help=text)(fn)
     fn = click.option("--stop", multiple=True, help="Stop when this text appears (repeatable); it is not printed.")(fn)
     fn = click.option("--truncate-prompt", is_flag=True, help="Drop the oldest prompt tokens if the prompt is too long.")(fn)
+    fn = click.option("--json-schema", "json_schema", default=None, metavar="SCHEMA",
+                      help="Output a JSON document that follows this JSON schema (a file, or the schema's JSON text).")(fn)
+    fn = click.option("--json", "json_object", is_flag=True, help="Output a JSON object (OpenAI's JSON mode).")(fn)
     return fn
 
 
@@ -195,7 +198,31 @@ def _generation_kwargs(options: dict) -> dict:
     from edgelm.runtime.generator import OPTION_NAMES
 
     kwargs = {k: options[k] for k in OPTION_NAMES if options.get(k) is not None}
-    return {**kwargs, "stop": list(options["stop"]), "truncate_prompt": options["truncate_prompt"]}
+    schema = _json_schema(options["json_schema"], options["json_object"])
+    return {**kwargs, **({"json_schema": schema} if schema is not None else {}),
+            "stop": list(options["stop"]), "truncate_prompt": options["truncate_prompt"]}
+
+
+def _json_schema(given: str | None, json_object: bool) -> dict | None:
+    """--json-schema (a file's path or the schema's JSON text) or --json, as a schema dict."""
+    import json
+
+    if given is not None and json_object:
+        raise GenerationError("give --json-schema or --json, not both (--json is the schema {\"type\": \"object\"})")
+    if json_object:
+        return {"type": "object"}
+    if given is None:
+        return None
+    path = Path(given)
+    text = _decoded(path.read_bytes(), str(path)) if not given.lstrip().startswith("{") and path.is_file() else given
+    try:
+        schema = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise GenerationError(f"--json-schema is neither a file nor valid JSON ({e.msg} at character {e.pos}); "
+                              "pass a schema file or the schema's JSON text") from None
+    if not isinstance(schema, dict):
+        raise GenerationError(f"--json-schema must be a JSON object (a schema), got {type(schema).__name__}")
+    return schema
 
 
 @cli.command("generate")

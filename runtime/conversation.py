@@ -29,17 +29,19 @@ class Conversation:
         self._start = [{"role": "system", "content": system}] if system else []
         self.messages: list[dict[str, str]] = list(self._start)
         self._defaults = {"stop": stop, "truncate_prompt": truncate_prompt, **options}
-        lm._request(stop, truncate_prompt, options)  # options checked now, not at the first turn
+        checked = dict(options)
+        lm._request(stop, truncate_prompt, checked, checked.pop("json_schema", None))  # checked now, not at the first turn
         self._batch = TextBatch(lm, slots=1)
 
     def stream(self, content: str, **options: Any) -> Iterator[str]:
         """Pieces of the reply to CONTENT (a user message after the history); joined, `send`'s text.
+        OPTIONS (json_schema too) for this turn only.
 
         The generator's return value is the turn's Completion. The message and its reply join the
         history once the reply is complete; a stream closed before its end leaves the history as it was.
         """
         merged = {**self._defaults, **options}
-        request = self.lm._request(merged.pop("stop"), merged.pop("truncate_prompt"), merged)
+        request = self.lm._request(merged.pop("stop"), merged.pop("truncate_prompt"), merged, merged.pop("json_schema", None))
         messages = [*self.messages, {"role": "user", "content": content}]
         completions = yield from self.lm._run([messages], False, request, stream=True, batch=self._batch)
         self.messages = [*messages, {"role": "assistant", "content": completions[0].text}]

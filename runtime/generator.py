@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -48,6 +49,14 @@ EOS, LENGTH, CONTEXT, STOP, FREE = "eos", "length", "context", "stop", "free"
 # prefill: a higher slot widens every step of the batch (a step runs the slots up to the highest in use).
 MIN_REUSE = 64
 DEFAULT_MAX_NEW_TOKENS = 256  # when neither the caller nor the bundle's generation defaults say
+
+
+class Rule(Protocol):
+    """What a row's next token may be (runtime/json_schema.py's SchemaRule is one)."""
+
+    def restrict(self, scores: np.ndarray) -> np.ndarray: ...  # (1, vocab) forbidden -> -inf, in place
+
+    def consume(self, token: int) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -120,6 +129,7 @@ class Generator:
         self.eos = frozenset(eos)
         self.pad = pad if pad is not None else (min(eos) if eos else 0)
         self._own: dict[int, tuple[GeneratorParams, Sampler]] = {}  # row -> its options and its own seeded sampler
+        self._rules: dict[int, Rule] = {}  # row -> what restricts its next token (a JSON schema), if anything
         self._open = False  # an open batch (Generator.open): its free slots have the reason FREE
         self._cache: KVCache | None = None
         self._rows: list[list[int]] = []  # real tokens of each row: prompt + generated
@@ -185,10 +195,11 @@ class Generator:
         gen._logits = np.zeros((slots, graph.vocab_size), dtype=np.float32)
         return gen
 
-    def add_row(self, tokens: Sequence[int], params: GeneratorParams | None = None) -> int:
+    def add_row(self, tokens: Sequence[int], params: GeneratorParams | None = None, rule: Rule | None = None) -> int:
         """Prefill TOKENS into a free slot of an open batch and return its row; it gets a token at the next step.
 
         PARAMS (default: the generator's) are this row's own: its sampler and seed are not shared.
+        RULE (a JSON schema's, runtime/json_schema.py) restricts each of its tokens to those it allows.
         """
         free = [i for i, reason in enumerate(self._reasons) if reason == FREE]
         if not free:
@@ -213,6 +224,8 @@ class Generator:
         self._logits[row] = self.graph.extend(self._cache, row, ids[reuse:])[-1]  # (vocab,) after the prompt
         self._rows[row], self._prompt_lengths[row], self._reasons[row] = list(ids), len(ids), None
         self._own[row] = (params, _sampler(params))
+        if rule is not None:
+            self._rules[row] = rule
         if self._pending is not None and row < len(self._pending):
             self._filler[row] = True  # nothing of this row waits to be fed
         return row
@@ -237,6 +250,7 @@ class Generator:
         self._reasons[row] = FREE
         self._rows[row], self._prompt_lengths[row] = [], 0
         self._own.pop(row, None)
+        self._rules.pop(row, None)
         if self._pending is not None and row < len(self._pending):
             self._filler[row] = True
 
@@ -287,17 +301,20 @@ class Generator:
 
     def _choose(self, width: int) -> np.ndarray:
         """(width,) ids: every running row draws with its own options and sampler, so with a seed its tokens are
-        those it gets alone; greedy rows without a penalty take one batched argmax."""
+        those it gets alone; greedy rows without a penalty or a rule take one batched argmax."""
         chosen = np.full(width, self.pad, dtype=np.int64)
         running = [i for i in range(width) if self._reasons[i] is None]
-        plain = [i for i in running if _is_plain_greedy(self._own[i][0])]
+        plain = [i for i in running if _is_plain_greedy(self._own[i][0]) and i not in self._rules]
         if plain:
             chosen[plain] = np.argmax(self._logits[plain], axis=-1)
-        for i in running:
-            params, sample = self._own[i]
-            if not _is_plain_greedy(params):
-                scores = apply_repetition_penalty(self._logits[i:i + 1], [self._rows[i]], params.repetition_penalty)
-                chosen[i] = sample(scores)[0]
+        for i in (i for i in running if i not in plain):
+            (params, sample), rule = self._own[i], self._rules.get(i)
+            scores = apply_repetition_penalty(self._logits[i:i + 1], [self._rows[i]], params.repetition_penalty)
+            if rule is not None:
+                scores = rule.restrict(scores.copy())  # (1, vocab); the raw logits stay what get_logits shows
+            chosen[i] = sample(scores)[0]
+            if rule is not None and int(chosen[i]) not in self.eos:
+                rule.consume(int(chosen[i]))
         return chosen
 
     def _stop_reason(self, row: int, token: int | None) -> str | None:

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from edgelm.runtime.generator import STOP, Generator, GeneratorParams
+from edgelm.runtime.generator import STOP, Generator, GeneratorParams, Rule
 from edgelm.runtime.text_row import TextRow
 
 if TYPE_CHECKING:
@@ -45,9 +45,11 @@ class TextBatch:
         self._texts: dict[int, TextRow] = {}  # row -> its text, until released
         self._live: list[int] = []  # rows still running
 
-    def add(self, ids: Sequence[int], params: GeneratorParams, stop: tuple[str, ...] = ()) -> int:
-        """Prefill IDS into a free slot and return its row; it gets its first token at the next step."""
-        row = self.generator.add_row(ids, params)
+    def add(self, ids: Sequence[int], params: GeneratorParams, stop: tuple[str, ...] = (), rule: Rule | None = None) -> int:
+        """Prefill IDS into a free slot and return its row; it gets its first token at the next step.
+
+        RULE: what restricts its tokens (a JSON schema's: `lm.json_grammar(schema).rule()`)."""
+        row = self.generator.add_row(ids, params, rule)
         self._texts[row] = self.lm.text_row(stop)
         self._live.append(row)
         return row

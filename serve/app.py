@@ -30,6 +30,7 @@ from starlette.routing import Route
 
 from edgelm.errors import EdgelmError
 from edgelm.runtime.encoder import Encoder
+from edgelm.runtime.json_schema import SchemaGrammar
 from edgelm.runtime.language_model import LanguageModel
 from edgelm.serve.checks import guard, open_body, served_model, submit
 from edgelm.serve.decode_worker import DecodeWorker, Event, Job
@@ -137,9 +138,10 @@ async def _generate(request: Request, parse) -> Response:
         params = lm.params(max_new_tokens=max_new, temperature=req.temperature, top_p=req.top_p, seed=req.seed)
     except EdgelmError as e:
         raise bad_request(str(e)) from None
+    grammar = await run_in_threadpool(_grammar, lm, req.json_schema) if req.json_schema is not None else None
     loop, events = asyncio.get_running_loop(), asyncio.Queue()
     sink = lambda event: loop.call_soon_threadsafe(events.put_nowait, event)  # noqa: E731  (called from the worker)
-    jobs = [Job(ids, params, req.stop, sink, index=i) for i, ids in enumerate(prompts)]
+    jobs = [Job(ids, params, req.stop, sink, index=i, grammar=grammar) for i, ids in enumerate(prompts)]
     submit(lambda: served.worker.submit(jobs))
     shape = Shape(req, "chatcmpl-" if req.chat else "cmpl-")
     if req.stream:
@@ -156,6 +158,13 @@ def _encode(lm: LanguageModel, req: GenerationRequest) -> list[list[int]]:
         return [lm.encode(p) for p in req.prompts]  # chat: the bundle's template; completions: text with special tokens
     except EdgelmError as e:
         raise bad_request(str(e), "messages" if req.chat else "prompt") from None
+
+
+def _grammar(lm: LanguageModel, schema: dict) -> SchemaGrammar:
+    try:
+        return lm.json_grammar(schema)  # the first one indexes the vocabulary (~0.3 s), then ~1 ms per schema
+    except EdgelmError as e:
+        raise bad_request(str(e), "response_format") from None
 
 
 def _budget(request: Request, lm: LanguageModel, req: GenerationRequest, prompts: list[list[int]]) -> int:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from edgelm.errors import EdgelmError
 from edgelm.runtime.generator import GeneratorParams
+from edgelm.runtime.json_schema import SchemaGrammar
 from edgelm.runtime.language_model import LanguageModel
 from edgelm.runtime.text_batch import TextBatch
 from edgelm.serve.metrics import Metrics
@@ -48,6 +49,7 @@ class Job:
     stop: tuple[str, ...]
     sink: Callable[[Event], None]  # must be thread-safe and must not block
     index: int = 0
+    grammar: SchemaGrammar | None = None  # response_format: each row follows this JSON schema
     arrived: float = field(default_factory=time.perf_counter)
     cancelled: bool = False
 
@@ -91,7 +93,8 @@ class DecodeWorker(WorkerThread):
         gen = self.batch.generator
         hits, reused = gen.prefix_hits, gen.reused_tokens
         try:
-            row = self.batch.add(job.ids, job.params, job.stop)  # prefill into a free slot (or the rest of a kept prefix)
+            rule = job.grammar.rule() if job.grammar else None
+            row = self.batch.add(job.ids, job.params, job.stop, rule)  # prefill into a free slot (or the rest of a kept prefix)
         except Exception as e:  # EdgelmError: bad ids (the app checks first); anything else: the model failed
             if not isinstance(e, EdgelmError):
                 log.exception("prefill failed for %s", self.name)

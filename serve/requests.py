@@ -20,8 +20,9 @@ ROLES = {"system", "user", "assistant", "tool", "developer"}  # developer is Ope
 UNSUPPORTED = {  # field -> value that is fine (anything else gets a 400)
     "logprobs": (None, False), "top_logprobs": (None, 0), "tools": (None, []), "tool_choice": (None, "none"),
     "functions": (None, []), "echo": (None, False), "suffix": (None, ""), "best_of": (None, 1),
-    "response_format": (None, {"type": "text"}), "logit_bias": (None, {}),
+    "logit_bias": (None, {}),
 }
+JSON_OBJECT = {"type": "object"}  # response_format json_object: any JSON object
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class GenerationRequest:
     stop: tuple[str, ...]
     stream: bool
     include_usage: bool
+    json_schema: dict | None = None  # response_format json_schema's schema (json_object: any object)
 
 
 @dataclass(frozen=True)
@@ -130,7 +132,27 @@ def _generation(body: dict, prompts: list[Any], chat: bool) -> GenerationRequest
         top_p=_number(body, "top_p", 0.0, 1.0, low_open=True),
         seed=_whole(body, "seed", low=None),
         stop=_stops(body.get("stop")), stream=stream, include_usage=include_usage,
+        json_schema=_response_schema(body.get("response_format")),
     )
+
+
+def _response_schema(fmt: Any) -> dict | None:
+    """OpenAI's response_format -> the JSON schema the output must follow (None: free text)."""
+    if fmt is None:
+        return None
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return JSON_OBJECT
+    if kind == "json_schema":
+        spec = fmt.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if not isinstance(schema, dict):
+            raise bad_request("'response_format.json_schema.schema' must be a JSON schema object", "response_format")
+        return schema
+    raise bad_request("'response_format' must be {\"type\": \"text\"}, {\"type\": \"json_object\"} or "
+                      "{\"type\": \"json_schema\", \"json_schema\": {\"name\": ..., \"schema\": {...}}}", "response_format")
 
 
 def _message(m: Any, i: int) -> dict[str, str]:

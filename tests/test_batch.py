@@ -93,6 +93,23 @@ def test_greedy_generate_equals_the_runtime(decoder, tmp_path):
     assert {r["finish_reason"] for r in rows} <= {"eos", "length"}
 
 
+def test_json_schema_makes_every_generated_row_a_document_of_the_schema(decoder, tmp_path):
+    import jsonschema
+
+    schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 0, "maximum": 99},
+                                               "ok": {"type": "boolean"}}, "required": ["n", "ok"], "additionalProperties": False}
+    source = corpus.table(40, seed=4)
+    done = run(decoder, corpus.write(source, tmp_path / "in.jsonl"), tmp_path / "out.jsonl", batch_size=16, progress=False,
+               json_schema=schema, max_new_tokens=40, temperature=1.0, seed=2)
+    rows = corpus.read_output(done.output)
+    assert [r["finish_reason"] for r in rows] == ["eos"] * 40
+    for r in rows:
+        jsonschema.validate(json.loads(r["generated_text"]), schema)
+    lm = load(decoder)
+    text = source.column("text").to_pylist()[3]
+    assert rows[3]["generated_text"] == lm.generate(text, json_schema=schema, max_new_tokens=40, temperature=1.0, seed=5)
+
+
 def test_seeded_sampling_is_per_row_whatever_the_batching(decoder, tmp_path):
     """Row i with seed S gives what lm.generate(text_i, seed=S + i) gives, in any batch and on resume."""
     source = corpus.table(120, seed=3)

@@ -83,6 +83,27 @@ def test_generate_prints_the_text_before_a_stop_string_and_not_the_stop_string(l
     assert result.stdout == full[:full.index(stop)] + "\n"
 
 
+def test_generate_json_schema_from_a_file_or_inline_equals_the_api(llama, tmp_path):
+    folder, lm = llama
+    schema = {"type": "array", "items": {"enum": ["red", "green"]}, "minItems": 1, "maxItems": 3}
+    want = lm.generate(PROMPT, json_schema=schema, max_new_tokens=40) + "\n"
+    (tmp_path / "colours.json").write_text(json.dumps(schema))
+    for given in (str(tmp_path / "colours.json"), json.dumps(schema)):
+        result = run_cli("generate", folder, PROMPT, "--max-new-tokens", 40, "--provider", "cpu", "--raw", "--json-schema", given)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == want
+    json_mode = run_cli("generate", folder, PROMPT, "--max-new-tokens", 80, "--provider", "cpu", "--raw", "--json",
+                        "--temperature", 1, "--seed", 3)
+    assert json_mode.stdout == lm.generate(PROMPT, json_schema={"type": "object"}, max_new_tokens=80, temperature=1, seed=3) + "\n"
+
+
+@pytest.mark.parametrize("given, fragment", [("{oops", "neither a file nor valid JSON"), ("[1]", "must be a JSON object"),
+                                             ('{"type": "array", "uniqueItems": true}', "uniqueItems")])
+def test_a_bad_json_schema_is_one_error_line(llama, given, fragment):
+    folder, _ = llama
+    assert_one_error_line(run_cli("generate", folder, PROMPT, "--provider", "cpu", "--json-schema", given), fragment)
+
+
 def test_generate_stats_go_to_stderr_only(llama):
     folder, lm = llama
     result = run_cli("generate", folder, PROMPT, "--max-new-tokens", 8, "--provider", "cpu", "--raw", "--stats")

@@ -287,6 +287,30 @@ def test_the_next_chat_turn_reuses_the_cached_prefix_and_answers_as_a_cold_start
     assert server.metric("edgelm_prefix_cache_tokens_reused_total") - reused >= len(lm.encode(turn[:2]))
 
 
+ORDER = {"type": "object", "properties": {
+    "product": {"type": "string", "maxLength": 40}, "quantity": {"type": "integer", "minimum": 1, "maximum": 100},
+    "colour": {"enum": ["red", "green", "blue"]}}, "required": ["product", "quantity", "colour"], "additionalProperties": False}
+
+
+def test_response_format_json_schema_gives_documents_that_validate_streamed_or_not(server, lm):
+    import jsonschema
+
+    messages = [{"role": "user", "content": "I would like 3 red pens, please. Reply in JSON."}]
+    fmt = {"type": "json_schema", "json_schema": {"name": "order", "strict": True, "schema": ORDER}}
+    got = chat(server, messages, max_tokens=128, temperature=0, response_format=fmt)
+    text = got.choices[0].message.content
+    assert text == lm.generate(messages, json_schema=ORDER, max_new_tokens=128, temperature=0)
+    assert got.choices[0].finish_reason == "stop"
+    jsonschema.validate(json.loads(text), ORDER)
+    _, streamed = streamed_chat(server, messages, max_tokens=128, temperature=0, response_format=fmt)
+    assert streamed == text
+    sampled = chat(server, messages, max_tokens=128, temperature=0.9, seed=5, response_format=fmt).choices[0].message.content
+    jsonschema.validate(json.loads(sampled), ORDER)
+    mode = chat(server, [{"role": "user", "content": "Give the name, author and year of the novel Dracula as JSON."}],
+                max_tokens=128, temperature=0, response_format={"type": "json_object"}).choices[0]
+    assert mode.finish_reason == "stop" and isinstance(json.loads(mode.message.content), dict)
+
+
 def test_health_and_metrics_answer_without_a_key(server):
     health = httpx.get(server.url + "/health", timeout=10)
     assert health.status_code == 200 and health.json() == {"status": "ok", "models": ["minilm", "smol", "tiny"]}
@@ -319,6 +343,12 @@ BAD = [
     ("/v1/chat/completions", {"model": "smol", "messages": CHAT[0], "stream": "yes"}, 400, "stream", None),
     ("/v1/chat/completions", {"model": "smol", "messages": CHAT[0], "n": 2}, 400, "n", None),
     ("/v1/chat/completions", {"model": "smol", "messages": CHAT[0], "logprobs": True}, 400, "logprobs", None),
+    ("/v1/chat/completions", {"model": "smol", "messages": CHAT[0], "response_format": {"type": "yaml"}}, 400, "response_format", None),
+    ("/v1/chat/completions", {"model": "smol", "messages": CHAT[0], "response_format": {"type": "json_schema"}}, 400,
+     "response_format", None),
+    ("/v1/chat/completions", {"model": "smol", "messages": CHAT[0], "response_format": {
+        "type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "array", "uniqueItems": True}}}}, 400,
+     "response_format", None),
     ("/v1/chat/completions", {"model": "smol", "messages": [{"role": "user", "content": LONG}]}, 400, "messages", "context_length_exceeded"),
     ("/v1/chat/completions", {"model": "smol", "messages": CHAT[0], "max_tokens": 500, "x": "y" * 70000}, 413, None, "request_too_large"),
     ("/v1/chat/completions", {"model": "minilm", "messages": CHAT[0]}, 400, "model", None),
