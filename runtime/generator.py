@@ -27,7 +27,10 @@ prompt begins with a free slot's tokens (the same chat one turn later, a shared 
 takes that slot and prefills only the rest, as llama.cpp's server does per slot. The kept keys are
 what a cold prefill writes, up to float rounding (as with chunked prefill), so greedy output is a
 cold start's. It costs no memory beyond the batch's own cache: a prompt that matches no slot takes
-the lowest free slot (overwriting what it kept), which keeps the batch narrow.
+the lowest free slot (overwriting what it kept), which keeps the batch narrow. A prefix that another
+slot holds (a running row: the other choices of one prompt, requests that share a system prompt; or
+another free slot's kept tokens) is copied into the new row's slot instead of prefilled (host
+buffers; on a device the row prefills).
 """
 
 from __future__ import annotations
@@ -48,6 +51,10 @@ EOS, LENGTH, CONTEXT, STOP, FREE = "eos", "length", "context", "stop", "free"
 # A free slot's kept prefix is taken over the lowest free slot only when it saves at least this many tokens of
 # prefill: a higher slot widens every step of the batch (a step runs the slots up to the highest in use).
 MIN_REUSE = 64
+# A prefix held by another slot (a running row, as the n choices of one prompt or requests sharing a system prompt,
+# or another free slot's kept tokens) is copied into the new row's slot when it saves at least this many tokens of
+# prefill beyond what the slot itself holds: copying keys costs a memcpy, computing them a forward pass.
+MIN_COPY = 16
 DEFAULT_MAX_NEW_TOKENS = 256  # when neither the caller nor the bundle's generation defaults say
 
 
@@ -214,12 +221,17 @@ class Generator:
             raise GenerationError(f"a prompt of {len(ids)} tokens leaves no room under the model's limit of "
                                   f"{self.max_context}; shorten it")
         row, reuse = self._slot_for(ids, free)
+        source, copied = self._copy_source(ids, row, reuse)
         params = params or self.params
-        if reuse:
+        if source is not None:
+            self._cache.copy_prefix(source, row, copied)
+            reuse = copied
+        elif reuse:
             self._cache.trim(row, reuse)
-            self.prefix_hits, self.reused_tokens = self.prefix_hits + 1, self.reused_tokens + reuse
         else:
             self._cache.clear(row)
+        if reuse:
+            self.prefix_hits, self.reused_tokens = self.prefix_hits + 1, self.reused_tokens + reuse
         self._kept.pop(row, None)
         self._logits[row] = self.graph.extend(self._cache, row, ids[reuse:])[-1]  # (vocab,) after the prompt
         self._rows[row], self._prompt_lengths[row], self._reasons[row] = list(ids), len(ids), None
@@ -236,6 +248,19 @@ class Generator:
         best = max(free, key=lambda i: (reuse[i], -i))
         row = best if reuse[best] >= MIN_REUSE else free[0]
         return row, reuse[row]
+
+    def _copy_source(self, ids: list[int], row: int, reuse: int) -> tuple[int | None, int]:
+        """Another slot holding a longer prefix of IDS than ROW's own REUSE tokens, and how many it holds."""
+        if not self._cache.can_copy:
+            return None, reuse
+        held = {i: self._rows[i][:int(self._cache.lengths[i])] for i, r in enumerate(self._reasons) if r != FREE}
+        held.update((i, kept) for i, kept in self._kept.items() if i != row)
+        best, most = None, reuse
+        for i, tokens in held.items():
+            n = _common_prefix(tokens, ids, len(ids) - 1)  # one token must run
+            if n >= most + MIN_COPY and n > 0:
+                best, most = i, n
+        return best, most
 
     def release_row(self, row: int) -> None:
         """Free ROW's slot (its sequence finished, or its caller went away).

@@ -112,6 +112,26 @@ class KVCache:
             del self.tokens[row][keep:]
         self.lengths[row] = keep
 
+    @property
+    def can_copy(self) -> bool:
+        """Whether rows can be copied into each other here (host buffers; a device's would need a device copy)."""
+        return self.device.type == "cpu"
+
+    def copy_prefix(self, source: int, row: int, n: int) -> None:
+        """Make ROW hold SOURCE's first N tokens: their keys and values are copied, not computed again."""
+        if not 0 < n <= self.lengths[source] or row == source:
+            raise ValueError(f"cannot copy {n} tokens of a row holding {self.lengths[source]} into row {row}")
+        for pair in self.layout.past_names():
+            for name in pair:
+                buffer = self.buffers[name]  # (slots, kv_heads, capacity, head_size)
+                buffer[row, :, :n] = buffer[source, :, :n]
+        self.lengths[row] = n
+        if self.tokens is not None:
+            self.tokens[row] = self.tokens[source][:n]
+            self.stale.discard(row)
+            if source in self.stale or self.lengths[source] > self.switch >= n:
+                self.stale.add(row)  # keys rotated for long contexts, under the switch: run again before growing
+
     def clear(self, row: int) -> None:
         """Empty ROW so that a new sequence can use its slot."""
         self.lengths[row] = 0

@@ -18,7 +18,7 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from starlette.applications import Starlette
@@ -30,6 +30,7 @@ from starlette.routing import Route
 
 from edgelm.errors import EdgelmError
 from edgelm.runtime.encoder import Encoder
+from edgelm.runtime.generator import GeneratorParams
 from edgelm.runtime.json_schema import SchemaGrammar
 from edgelm.runtime.language_model import LanguageModel
 from edgelm.serve.checks import guard, open_body, served_model, submit
@@ -141,7 +142,8 @@ async def _generate(request: Request, parse) -> Response:
     grammar = await run_in_threadpool(_grammar, lm, req.json_schema) if req.json_schema is not None else None
     loop, events = asyncio.get_running_loop(), asyncio.Queue()
     sink = lambda event: loop.call_soon_threadsafe(events.put_nowait, event)  # noqa: E731  (called from the worker)
-    jobs = [Job(ids, params, req.stop, sink, index=i, grammar=grammar) for i, ids in enumerate(prompts)]
+    jobs = [Job(ids, _choice(params, i), req.stop, sink, index=p * req.n + i, grammar=grammar)  # OpenAI's choice order
+            for p, ids in enumerate(prompts) for i in range(req.n)]
     submit(lambda: served.worker.submit(jobs))
     shape = Shape(req, "chatcmpl-" if req.chat else "cmpl-")
     if req.stream:
@@ -158,6 +160,12 @@ def _encode(lm: LanguageModel, req: GenerationRequest) -> list[list[int]]:
         return [lm.encode(p) for p in req.prompts]  # chat: the bundle's template; completions: text with special tokens
     except EdgelmError as e:
         raise bad_request(str(e), "messages" if req.chat else "prompt") from None
+
+
+def _choice(params: GeneratorParams, i: int) -> GeneratorParams:
+    """Choice I of a prompt: with a seed, seed + I (choice 0 is what the seed alone gives); the prompt's prefill is
+    shared, as the open batch copies a running row's keys into the next row that starts with them."""
+    return replace(params, seed=params.seed + i) if params.seed is not None and i else params
 
 
 def _grammar(lm: LanguageModel, schema: dict) -> SchemaGrammar:
@@ -263,7 +271,7 @@ class Shape:
 
     def usage_chunk(self, finals: list[Event]) -> dict:
         return dict(self.base, object="chat.completion.chunk" if self.req.chat else "text_completion", choices=[],
-                    usage=_usage(finals))
+                    usage=_usage(finals, self.req.n))
 
     def whole(self, finals: list[dict]) -> dict:
         choices = []
@@ -276,11 +284,12 @@ class Shape:
             choice.update(logprobs=None, finish_reason=final["event"].finish_reason)
             choices.append(choice)
         return dict(self.base, object="chat.completion" if self.req.chat else "text_completion", choices=choices,
-                    usage=_usage([f["event"] for f in finals]))
+                    usage=_usage([f["event"] for f in finals], self.req.n))
 
 
-def _usage(finals: list[Event]) -> dict:
-    prompt = sum(e.prompt_tokens for e in finals)
+def _usage(finals: list[Event], n: int) -> dict:
+    """Token counts; each prompt counts once, whatever its number of choices (as OpenAI counts them)."""
+    prompt = sum(e.prompt_tokens for e in finals if e.index % n == 0)
     completion = sum(e.completion_tokens for e in finals)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 

@@ -1,7 +1,7 @@
 """Request bodies of the OpenAI API (and the /v1/rerank body Cohere and Jina use), checked field by field into typed requests.
 
 Every problem is a 400 naming the field (`param`) in OpenAI's error body; fields this server does
-not implement are refused by name when they would change the answer (n > 1, logprobs, tools),
+not implement are refused by name when they would change the answer (logprobs, tools),
 and ignored when they only tune an OpenAI-side feature (user, store, metadata).
 Sampling ranges are OpenAI's (temperature 0..2, top_p in (0, 1]); an unset field takes the bundle's
 generation defaults, as `LanguageModel.generate` does.
@@ -16,6 +16,7 @@ from typing import Any
 from edgelm.serve.errors import bad_request
 
 MAX_STOPS = 4  # OpenAI's limit on stop strings
+MAX_N = 128  # OpenAI's limit on choices per prompt
 ROLES = {"system", "user", "assistant", "tool", "developer"}  # developer is OpenAI's newer name for system
 UNSUPPORTED = {  # field -> value that is fine (anything else gets a 400)
     "logprobs": (None, False), "top_logprobs": (None, 0), "tools": (None, []), "tool_choice": (None, "none"),
@@ -38,6 +39,7 @@ class GenerationRequest:
     stream: bool
     include_usage: bool
     json_schema: dict | None = None  # response_format json_schema's schema (json_object: any object)
+    n: int = 1  # choices per prompt
 
 
 @dataclass(frozen=True)
@@ -116,9 +118,9 @@ def parse_rerank(body: dict) -> RerankRequest:
 
 def _generation(body: dict, prompts: list[Any], chat: bool) -> GenerationRequest:
     _refuse_unsupported(body)
-    n = body.get("n", 1)
-    if n not in (1, None) or isinstance(n, bool):
-        raise bad_request(f"'n' must be 1 (one choice per prompt), got {n!r}", "n")
+    n = _whole(body, "n", low=1) or 1
+    if n > MAX_N:
+        raise bad_request(f"'n' must be at most {MAX_N}, got {n}", "n")
     limit = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
     stream = _typed(body, "stream", bool, False)
     options = _typed(body, "stream_options", dict, None) or {}
@@ -132,7 +134,7 @@ def _generation(body: dict, prompts: list[Any], chat: bool) -> GenerationRequest
         top_p=_number(body, "top_p", 0.0, 1.0, low_open=True),
         seed=_whole(body, "seed", low=None),
         stop=_stops(body.get("stop")), stream=stream, include_usage=include_usage,
-        json_schema=_response_schema(body.get("response_format")),
+        json_schema=_response_schema(body.get("response_format")), n=n,
     )
 
 

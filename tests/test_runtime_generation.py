@@ -19,7 +19,7 @@ from transformers import GenerationConfig
 from edgelm.errors import BundleError, GenerationError
 from edgelm.runtime import load
 from edgelm.runtime.decoder import DecoderGraph
-from edgelm.runtime.generator import MIN_REUSE, Generator, GeneratorParams
+from edgelm.runtime.generator import MIN_COPY, MIN_REUSE, Generator, GeneratorParams
 from edgelm.runtime.kv_cache import CHUNK
 from tests import tiny
 
@@ -528,6 +528,34 @@ def test_a_row_continuing_a_released_one_prefills_only_the_rest_and_gets_what_it
     shared = first[:MIN_REUSE + 2] + lm.encode(" The end.")[1:]  # a different ending after a long shared start
     assert gen.add_row(shared) == row and gen.reused_tokens - reused >= MIN_REUSE + 2
     assert drain(gen, row) == alone(lm, shared, params)
+
+
+@pytest.mark.parametrize("family", [*FAMILIES, *tiny.registered("phi3")])
+def test_rows_starting_with_a_running_rows_prompt_copy_its_keys_and_get_what_they_get_alone(lm_of, family):
+    """n choices of one prompt, and requests sharing a system prompt: the prefix a running row holds is copied into
+    the new row's slot (not prefilled again), and every row's tokens, greedy or seeded, equal a cold start's."""
+    lm = lm_of(family)
+    eos = lm.manifest.special_tokens.eos
+    greedy, seeded = GeneratorParams(max_new_tokens=8), GeneratorParams(max_new_tokens=8, temperature=0.9, seed=2)
+    gen = Generator.open(lm.graph, greedy, lm.manifest.max_context, slots=4, eos=eos)
+    prompt = lm.encode(prompt_of_about(lm, MIN_COPY + 20))
+    first = gen.add_row(prompt)
+    assert gen.reused_tokens == 0
+    again = gen.add_row(prompt, seeded)  # another choice of the same prompt: all of it but the token that must run
+    assert gen.reused_tokens == len(prompt) - 1
+    gen.generate_next_token()
+    longer = prompt + lm.encode(" Paris is the capital of France.")[1:]
+    third = gen.add_row(longer)  # the first row's slot holds the whole prompt by now
+    assert gen.reused_tokens - (len(prompt) - 1) == len(prompt) and gen.prefix_hits == 2
+    unlike = prompt[:MIN_COPY - 2] + lm.encode(" The end.")[1:]
+    short = gen.add_row(unlike)  # too little in common to copy
+    assert gen.prefix_hits == 2
+    rows = {first: (prompt, greedy), again: (prompt, seeded), third: (longer, greedy)}
+    while gen.running():
+        gen.generate_next_token()
+    for row, (ids, params) in rows.items():
+        assert gen.get_new_tokens(row) == alone(lm, ids, params), row
+    assert gen.get_new_tokens(short) == alone(lm, unlike, greedy)
 
 
 def test_a_short_shared_start_takes_the_lowest_free_slot_and_a_released_full_context_row_is_reusable(lm_of):

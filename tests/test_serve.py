@@ -311,6 +311,27 @@ def test_response_format_json_schema_gives_documents_that_validate_streamed_or_n
     assert mode.finish_reason == "stop" and isinstance(json.loads(mode.message.content), dict)
 
 
+def test_n_choices_share_one_prefill_and_each_equals_generate_with_its_seed(server, lm):
+    messages = [{"role": "system", "content": "You write one short line. " * 4}, {"role": "user", "content": "A line about rain."}]
+    hits = server.metric("edgelm_prefix_cache_hits_total")
+    got = chat(server, messages, max_tokens=16, temperature=0.9, seed=4, n=3)
+    assert [c.index for c in got.choices] == [0, 1, 2]
+    want = [lm.generate(messages, max_new_tokens=16, temperature=0.9, seed=4 + i) for i in range(3)]
+    assert [c.message.content for c in got.choices] == want
+    assert len(set(want)) > 1
+    assert server.metric("edgelm_prefix_cache_hits_total") - hits >= 2  # choices 1 and 2 copied choice 0's prompt
+    assert got.usage.prompt_tokens == len(lm.encode(messages))  # the prompt counts once
+    _, streamed = streamed_chat(server, messages, max_tokens=16, temperature=0.9, seed=4)
+    assert streamed == want[0]
+    chunks = list(server.client().completions.create(model="smol", prompt=PLAIN, max_tokens=8, temperature=0, n=2, stream=True))
+    texts = {}
+    for chunk in chunks:
+        for choice in chunk.choices:
+            texts[choice.index] = texts.get(choice.index, "") + choice.text
+    alone = [lm.generate(p, max_new_tokens=8, temperature=0) for p in PLAIN]
+    assert texts == {0: alone[0], 1: alone[0], 2: alone[1], 3: alone[1]}  # prompt-major, as OpenAI orders choices
+
+
 def test_health_and_metrics_answer_without_a_key(server):
     health = httpx.get(server.url + "/health", timeout=10)
     assert health.status_code == 200 and health.json() == {"status": "ok", "models": ["minilm", "smol", "tiny"]}
@@ -341,7 +362,8 @@ BAD = [
     ("/v1/chat/completions", {"model": "smol", "messages": CHAT[0], "seed": "x"}, 400, "seed", None),
     ("/v1/chat/completions", {"model": "smol", "messages": CHAT[0], "stop": ["a", ""]}, 400, "stop", None),
     ("/v1/chat/completions", {"model": "smol", "messages": CHAT[0], "stream": "yes"}, 400, "stream", None),
-    ("/v1/chat/completions", {"model": "smol", "messages": CHAT[0], "n": 2}, 400, "n", None),
+    ("/v1/chat/completions", {"model": "smol", "messages": CHAT[0], "n": 0}, 400, "n", None),
+    ("/v1/chat/completions", {"model": "smol", "messages": CHAT[0], "n": 129}, 400, "n", None),
     ("/v1/chat/completions", {"model": "smol", "messages": CHAT[0], "logprobs": True}, 400, "logprobs", None),
     ("/v1/chat/completions", {"model": "smol", "messages": CHAT[0], "response_format": {"type": "yaml"}}, 400, "response_format", None),
     ("/v1/chat/completions", {"model": "smol", "messages": CHAT[0], "response_format": {"type": "json_schema"}}, 400,
