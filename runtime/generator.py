@@ -44,7 +44,8 @@ import numpy as np
 from edgelm.errors import GenerationError
 from edgelm.runtime.decoder import DecoderGraph
 from edgelm.runtime.kv_cache import KVCache
-from edgelm.runtime.sampling import Sampler, apply_repetition_penalty, check_sampling, make_sampler
+from edgelm.runtime.sampling import (MAX_TOP_LOGPROBS, Sampler, TokenLogprob, apply_repetition_penalty, check_sampling,
+                                     make_sampler, token_logprob)
 
 # Why a row finished; FREE: an open batch's slot that holds no sequence.
 EOS, LENGTH, CONTEXT, STOP, FREE = "eos", "length", "context", "stop", "free"
@@ -137,6 +138,7 @@ class Generator:
         self.pad = pad if pad is not None else (min(eos) if eos else 0)
         self._own: dict[int, tuple[GeneratorParams, Sampler]] = {}  # row -> its options and its own seeded sampler
         self._rules: dict[int, Rule] = {}  # row -> what restricts its next token (a JSON schema), if anything
+        self._logprobs: dict[int, tuple[int, list[TokenLogprob]]] = {}  # row -> (alternatives asked, per new token)
         self._open = False  # an open batch (Generator.open): its free slots have the reason FREE
         self._cache: KVCache | None = None
         self._rows: list[list[int]] = []  # real tokens of each row: prompt + generated
@@ -202,12 +204,17 @@ class Generator:
         gen._logits = np.zeros((slots, graph.vocab_size), dtype=np.float32)
         return gen
 
-    def add_row(self, tokens: Sequence[int], params: GeneratorParams | None = None, rule: Rule | None = None) -> int:
+    def add_row(self, tokens: Sequence[int], params: GeneratorParams | None = None, rule: Rule | None = None,
+                logprobs: int | None = None) -> int:
         """Prefill TOKENS into a free slot of an open batch and return its row; it gets a token at the next step.
 
         PARAMS (default: the generator's) are this row's own: its sampler and seed are not shared.
         RULE (a JSON schema's, runtime/json_schema.py) restricts each of its tokens to those it allows.
+        LOGPROBS: record each new token's log probability and that many most likely alternatives (`get_logprobs`).
         """
+        if logprobs is not None and (not isinstance(logprobs, int) or isinstance(logprobs, bool)
+                                     or not 0 <= logprobs <= MAX_TOP_LOGPROBS):
+            raise GenerationError(f"logprobs must be a whole number of alternatives in 0..{MAX_TOP_LOGPROBS}, got {logprobs!r}")
         free = [i for i, reason in enumerate(self._reasons) if reason == FREE]
         if not free:
             raise GenerationError(f"every one of the {self.batch} slots holds a sequence; release_row one first"
@@ -238,6 +245,8 @@ class Generator:
         self._own[row] = (params, _sampler(params))
         if rule is not None:
             self._rules[row] = rule
+        if logprobs is not None:
+            self._logprobs[row] = (logprobs, [])
         if self._pending is not None and row < len(self._pending):
             self._filler[row] = True  # nothing of this row waits to be fed
         return row
@@ -276,6 +285,7 @@ class Generator:
         self._rows[row], self._prompt_lengths[row] = [], 0
         self._own.pop(row, None)
         self._rules.pop(row, None)
+        self._logprobs.pop(row, None)
         if self._pending is not None and row < len(self._pending):
             self._filler[row] = True
 
@@ -340,6 +350,9 @@ class Generator:
             chosen[i] = sample(scores)[0]
             if rule is not None and int(chosen[i]) not in self.eos:
                 rule.consume(int(chosen[i]))
+        for i, (top, recorded) in self._logprobs.items():
+            if i < width and self._reasons[i] is None:
+                recorded.append(token_logprob(self._logits[i], int(chosen[i]), top))
         return chosen
 
     def _stop_reason(self, row: int, token: int | None) -> str | None:
@@ -400,6 +413,12 @@ class Generator:
         """Ids generated for ROW since the last append_tokens."""
         self._check_row(row, "get_new_tokens")
         return self._rows[row][self._prompt_lengths[row]:]
+
+    def get_logprobs(self, row: int, start: int = 0) -> list[TokenLogprob]:
+        """Per id of get_new_tokens(ROW)[START:]: its log probability and the most likely alternatives (a row added
+        with logprobs; otherwise empty)."""
+        self._check_row(row, "get_logprobs")
+        return self._logprobs.get(row, (0, []))[1][start:]
 
     def finish_reason(self, row: int) -> str | None:
         """eos, length, context or stop; None while the row is running."""

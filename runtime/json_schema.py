@@ -1,6 +1,6 @@
 """Output that follows a JSON schema (OpenAI's response_format): constrained decoding with llguidance.
 
-    vocab = SchemaVocabulary(tokenizer, vocab_size, eos)   # once per bundle (~0.3 s for 49k tokens)
+    vocab = Vocabulary(tokenizer, vocab_size, eos)           # once per bundle (~0.3 s for 49k tokens)
     grammar = vocab.compile(schema)                         # once per request (~1 ms); names an unsupported keyword
     rule = grammar.rule()                                   # one per row: its own parser state
     rule.restrict(scores)                                   # (1, vocab) in place: tokens the schema forbids -> -inf
@@ -38,19 +38,25 @@ COMPILE = {"whitespace_flexible": False, "item_separator": ", ", "key_separator"
 JSON_OBJECT = {"type": "object"}  # OpenAI's JSON mode: any JSON object
 
 
-class SchemaVocabulary:
-    """The bundle's tokens as llguidance sees them (built once: it indexes every token's bytes)."""
+class Vocabulary:
+    """The bundle's tokens as llguidance sees them (built once: it indexes every token's bytes); also what
+    logprobs report as each token's bytes."""
 
     def __init__(self, tokenizer: Tokenizer, vocab_size: int, eos: tuple[int, ...]):
         """VOCAB_SIZE: the logits' width, which may exceed the tokenizer's (ids past it are never allowed)."""
-        if not eos:
-            raise GenerationError("this bundle names no eos token, so a JSON document could never end; "
-                                  "re-export it with the model's eos_token_id")
         self._tokenizer = llguidance.LLTokenizer(tokenizer.to_str(), n_vocab=max(vocab_size, tokenizer.get_vocab_size()),
-                                                 eos_token=list(eos))
+                                                 eos_token=list(eos) or None)
+        self._ends = bool(eos)
+
+    def token_bytes(self, token: int) -> bytes:
+        """TOKEN's bytes (a byte-level BPE token may hold part of a UTF-8 character; special tokens their text)."""
+        return self._tokenizer.decode_bytes([token])
 
     def compile(self, schema: dict[str, Any] | str) -> "SchemaGrammar":
         """SCHEMA (a dict or its JSON text) ready to constrain rows; GenerationError naming what it cannot enforce."""
+        if not self._ends:
+            raise GenerationError("this bundle names no eos token, so a JSON document could never end; "
+                                  "re-export it with the model's eos_token_id")
         if isinstance(schema, str):
             try:
                 schema = json.loads(schema)
@@ -72,7 +78,7 @@ class SchemaVocabulary:
 class SchemaGrammar:
     """One compiled schema; `rule()` gives each row its own parser."""
 
-    def __init__(self, vocab: SchemaVocabulary, grammar: str):
+    def __init__(self, vocab: Vocabulary, grammar: str):
         self.vocab = vocab
         self._grammar = grammar
 

@@ -9,6 +9,7 @@ prefill and decode.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -19,8 +20,9 @@ from edgelm.runtime.bundle import Bundle, FrontEnd
 from edgelm.runtime.chat_template import check_messages, render_chat
 from edgelm.runtime.decoder import DecoderGraph
 from edgelm.runtime.generator import OPTION_NAMES, Generator, GeneratorParams, newest_tokens
-from edgelm.runtime.json_schema import SchemaGrammar, SchemaVocabulary
+from edgelm.runtime.json_schema import SchemaGrammar, Vocabulary
 from edgelm.runtime.manifest import DECODER_TASKS
+from edgelm.runtime.sampling import MAX_TOP_LOGPROBS, TokenLogprob
 from edgelm.runtime.text_batch import TextBatch
 from edgelm.runtime.text_row import TextRow
 from edgelm.runtime.unicode import surrogate_problem
@@ -43,6 +45,7 @@ class Completion:
     prompt_tokens: int
     first_token_seconds: float = 0.0  # prefill + first choice (time to first token)
     decode_seconds: float = 0.0  # every later step
+    logprobs: list[TokenLogprob] | None = None  # per token id, when asked (complete(..., logprobs=k))
 
     @property
     def decode_tokens_per_second(self) -> float:
@@ -58,6 +61,7 @@ class _Request:
     stop: tuple[str, ...] = ()
     truncate_prompt: bool = False
     grammar: SchemaGrammar | None = None  # json_schema, compiled: every row follows it
+    logprobs: int | None = None  # record each token's log probability and this many alternatives
 
 
 class LanguageModel(FrontEnd):
@@ -69,7 +73,8 @@ class LanguageModel(FrontEnd):
         self.tokenizer = bundle.tokenizer
         self.graph = DecoderGraph(bundle.session, bundle.manifest, bundle.device)
         self._template = bundle.chat_template
-        self._schema_vocab: SchemaVocabulary | None = None  # built at the first json_schema
+        self._vocab: Vocabulary | None = None  # built at the first json_schema or logprobs' bytes
+        self._vocab_lock = threading.Lock()
 
     # -- prompts ---------------------------------------------------------------------------
     def encode(self, prompt: Prompt, chat: bool = False) -> list[int]:
@@ -135,21 +140,25 @@ class LanguageModel(FrontEnd):
         return texts[0] if single else texts
 
     def stream(self, prompt: Prompt, *, chat: bool = False, stop: Sequence[str] = (), truncate_prompt: bool = False,
-               json_schema: Schema | None = None, **options: Any) -> Iterator[str]:
+               json_schema: Schema | None = None, logprobs: int | None = None, **options: Any) -> Iterator[str]:
         """Text pieces as they are generated; joined, they equal `generate`'s text exactly.
 
         The generator's return value (StopIteration.value) is the run's Completion.
         """
-        request = self._request(stop, truncate_prompt, options, json_schema)
+        request = self._request(stop, truncate_prompt, options, json_schema, logprobs)
         completions = yield from self._run([prompt], chat, request, stream=True)
         return completions[0]
 
     def complete(self, prompts: Sequence[Prompt], *, chat: bool = False, stop: Sequence[str] = (),
-                 truncate_prompt: bool = False, json_schema: Schema | None = None, **options: Any) -> list[Completion]:
-        """A Completion (text, ids, finish reason, timings) per prompt, decoded as one batch."""
+                 truncate_prompt: bool = False, json_schema: Schema | None = None, logprobs: int | None = None,
+                 **options: Any) -> list[Completion]:
+        """A Completion (text, ids, finish reason, timings) per prompt, decoded as one batch.
+
+        LOGPROBS (0-20): each Completion's `logprobs` gives every generated token's log probability under the model
+        (before temperature, penalty and schema) and that many most likely alternatives."""
         if isinstance(prompts, str) or _is_messages(prompts) or not isinstance(prompts, (list, tuple)) or not prompts:
             raise GenerationError("complete needs a non-empty list of prompts")
-        runner = self._run(prompts, chat, self._request(stop, truncate_prompt, options, json_schema), stream=False)
+        runner = self._run(prompts, chat, self._request(stop, truncate_prompt, options, json_schema, logprobs), stream=False)
         while True:  # a non-streaming run yields nothing; its Completions are the generator's return value
             try:
                 next(runner)
@@ -157,19 +166,27 @@ class LanguageModel(FrontEnd):
                 return finished.value
 
     def _request(self, stop: Sequence[str], truncate_prompt: bool, options: dict[str, Any],
-                 json_schema: Schema | None = None) -> _Request:
+                 json_schema: Schema | None = None, logprobs: int | None = None) -> _Request:
         _check_option_names(options)
         stop = (stop,) if isinstance(stop, str) else tuple(stop)
         if not all(isinstance(s, str) and s for s in stop):
             raise GenerationError(f"stop must be a list of non-empty strings, got {stop!r}")
         grammar = self.json_grammar(json_schema) if json_schema is not None else None
-        return _Request(self.params(**options), stop, bool(truncate_prompt), grammar)
+        if logprobs is not None and (not isinstance(logprobs, int) or isinstance(logprobs, bool)
+                                     or not 0 <= logprobs <= MAX_TOP_LOGPROBS):
+            raise GenerationError(f"logprobs must be a whole number of alternatives in 0..{MAX_TOP_LOGPROBS}, got {logprobs!r}")
+        return _Request(self.params(**options), stop, bool(truncate_prompt), grammar, logprobs)
 
     def json_grammar(self, schema: Schema) -> SchemaGrammar:
         """SCHEMA compiled for this bundle's tokens (GenerationError naming what it cannot enforce)."""
-        if self._schema_vocab is None:  # indexes every token once (~0.3 s for 49k tokens)
-            self._schema_vocab = SchemaVocabulary(self.tokenizer, self.graph.vocab_size, self.manifest.special_tokens.eos)
-        return self._schema_vocab.compile(schema)
+        return self.vocabulary().compile(schema)
+
+    def vocabulary(self) -> Vocabulary:
+        """The tokens indexed by bytes (JSON schemas, logprobs' bytes): built at the first use (~0.3 s for 49k tokens)."""
+        with self._vocab_lock:  # a server's event loop and its worker may both ask first
+            if self._vocab is None:
+                self._vocab = Vocabulary(self.tokenizer, self.graph.vocab_size, self.manifest.special_tokens.eos)
+            return self._vocab
 
     def _prompt_ids(self, prompts: Sequence[Prompt], chat: bool, request: _Request) -> list[list[int]]:
         rows = []
@@ -207,7 +224,7 @@ class LanguageModel(FrontEnd):
         try:
             for ids in prompt_ids:
                 rule = request.grammar.rule() if request.grammar else None
-                rows.append(batch.add(ids, request.params, request.stop, rule))
+                rows.append(batch.add(ids, request.params, request.stop, rule, request.logprobs))
             while batch.running:
                 for update in batch.step():  # one token for every unfinished row
                     if stream and update.row == rows[0] and update.piece:
@@ -216,7 +233,8 @@ class LanguageModel(FrontEnd):
             end = time.perf_counter()
             return [
                 Completion(text=batch.text(r), token_ids=batch.tokens(r), finish_reason=batch.finish_reason(r),
-                           prompt_tokens=len(ids), first_token_seconds=first - start, decode_seconds=end - first)
+                           prompt_tokens=len(ids), first_token_seconds=first - start, decode_seconds=end - first,
+                           logprobs=batch.logprobs(r) if request.logprobs is not None else None)
                 for r, ids in zip(rows, prompt_ids)
             ]
         finally:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from edgelm.errors import GenerationError
@@ -73,6 +75,31 @@ def make_sampler(temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, s
         return np.minimum((np.cumsum(probs, axis=-1) < draws).sum(axis=-1), probs.shape[-1] - 1)
 
     return sample
+
+
+MAX_TOP_LOGPROBS = 20  # OpenAI's limit on alternatives per token
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A chosen token's log probability under the model, and the most likely tokens at that step."""
+
+    token: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()  # (token, logprob) of the TOP most likely, best first
+
+
+def token_logprob(logits: np.ndarray, token: int, top: int) -> TokenLogprob:
+    """TOKEN's log probability in LOGITS (vocab,): the model's own distribution, before temperature, penalty or a
+    schema's mask (as vLLM reports by default), with the TOP most likely tokens."""
+    shifted = logits.astype(np.float64) - logits.max()
+    logprobs = shifted - np.log(np.exp(shifted).sum())  # (vocab,)
+    best = ()
+    if top:
+        ids = np.argpartition(-logprobs, top - 1)[:top]
+        ids = ids[np.argsort(-logprobs[ids], kind="stable")]
+        best = tuple((int(i), float(logprobs[i])) for i in ids)
+    return TokenLogprob(int(token), float(logprobs[token]), best)
 
 
 def apply_repetition_penalty(logits: np.ndarray, seen: list[list[int]], penalty: float) -> np.ndarray:

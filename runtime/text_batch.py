@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from edgelm.runtime.generator import STOP, Generator, GeneratorParams, Rule
+from edgelm.runtime.sampling import TokenLogprob
 from edgelm.runtime.text_row import TextRow
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ class Update:
     row: int
     piece: str  # new text that is safe to show (a stop string and what follows it never are)
     finish_reason: str | None = None  # eos | length | context | stop on the row's last update
+    logprobs: tuple[TokenLogprob, ...] = ()  # the step's token, for a row added with logprobs
 
 
 class TextBatch:
@@ -45,11 +47,13 @@ class TextBatch:
         self._texts: dict[int, TextRow] = {}  # row -> its text, until released
         self._live: list[int] = []  # rows still running
 
-    def add(self, ids: Sequence[int], params: GeneratorParams, stop: tuple[str, ...] = (), rule: Rule | None = None) -> int:
+    def add(self, ids: Sequence[int], params: GeneratorParams, stop: tuple[str, ...] = (), rule: Rule | None = None,
+            logprobs: int | None = None) -> int:
         """Prefill IDS into a free slot and return its row; it gets its first token at the next step.
 
-        RULE: what restricts its tokens (a JSON schema's: `lm.json_grammar(schema).rule()`)."""
-        row = self.generator.add_row(ids, params, rule)
+        RULE: what restricts its tokens (a JSON schema's: `lm.json_grammar(schema).rule()`). LOGPROBS: each
+        update carries its token's log probability and that many alternatives."""
+        row = self.generator.add_row(ids, params, rule, logprobs)
         self._texts[row] = self.lm.text_row(stop)
         self._live.append(row)
         return row
@@ -70,7 +74,7 @@ class TextBatch:
             reason = gen.finish_reason(row)
             if reason is not None:
                 self._live.remove(row)
-            updates.append(Update(row, piece, reason))
+            updates.append(Update(row, piece, reason, tuple(gen.get_logprobs(row, start=-1))))
         return updates
 
     def release(self, row: int) -> None:
@@ -91,6 +95,10 @@ class TextBatch:
 
     def finish_reason(self, row: int) -> str | None:
         return self.generator.finish_reason(row)
+
+    def logprobs(self, row: int) -> list[TokenLogprob]:
+        """Per generated id: its log probability and alternatives (a row added with logprobs)."""
+        return self.generator.get_logprobs(row)
 
     @property
     def running(self) -> int:

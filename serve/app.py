@@ -19,6 +19,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, replace
+from collections.abc import Sequence
 from typing import Any
 
 from starlette.applications import Starlette
@@ -31,8 +32,9 @@ from starlette.routing import Route
 from edgelm.errors import EdgelmError
 from edgelm.runtime.encoder import Encoder
 from edgelm.runtime.generator import GeneratorParams
-from edgelm.runtime.json_schema import SchemaGrammar
+from edgelm.runtime.json_schema import SchemaGrammar, Vocabulary
 from edgelm.runtime.language_model import LanguageModel
+from edgelm.runtime.sampling import TokenLogprob
 from edgelm.serve.checks import guard, open_body, served_model, submit
 from edgelm.serve.decode_worker import DecodeWorker, Event, Job
 from edgelm.serve.embed_worker import EmbedWorker
@@ -142,10 +144,11 @@ async def _generate(request: Request, parse) -> Response:
     grammar = await run_in_threadpool(_grammar, lm, req.json_schema) if req.json_schema is not None else None
     loop, events = asyncio.get_running_loop(), asyncio.Queue()
     sink = lambda event: loop.call_soon_threadsafe(events.put_nowait, event)  # noqa: E731  (called from the worker)
-    jobs = [Job(ids, _choice(params, i), req.stop, sink, index=p * req.n + i, grammar=grammar)  # OpenAI's choice order
-            for p, ids in enumerate(prompts) for i in range(req.n)]
+    jobs = [Job(ids, _choice(params, i), req.stop, sink, index=p * req.n + i, grammar=grammar, logprobs=req.logprobs)
+            for p, ids in enumerate(prompts) for i in range(req.n)]  # OpenAI's choice order
     submit(lambda: served.worker.submit(jobs))
-    shape = Shape(req, "chatcmpl-" if req.chat else "cmpl-")
+    vocab = await run_in_threadpool(lm.vocabulary) if req.logprobs is not None else None  # tokens' bytes
+    shape = Shape(req, "chatcmpl-" if req.chat else "cmpl-", vocab)
     if req.stream:
         return StreamingResponse(_stream(shape, jobs, events), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -198,6 +201,7 @@ def _budget(request: Request, lm: LanguageModel, req: GenerationRequest, prompts
 async def _collect(request: Request, jobs: list[Job], events: asyncio.Queue) -> list[dict] | None:
     """Every job's text and last event; None if the client disconnected first (its jobs are cancelled)."""
     texts, finals, left = [[] for _ in jobs], [None] * len(jobs), len(jobs)
+    logprobs = [[] for _ in jobs]
     try:
         while left:
             try:
@@ -209,8 +213,9 @@ async def _collect(request: Request, jobs: list[Job], events: asyncio.Queue) -> 
             if event.error:
                 raise APIError(500, event.error, type="server_error")
             texts[event.index].append(event.text)
+            logprobs[event.index].extend(event.logprobs)
             if event.finish_reason:
-                finals[event.index] = {"text": "".join(texts[event.index]), "event": event}
+                finals[event.index] = {"text": "".join(texts[event.index]), "event": event, "logprobs": logprobs[event.index]}
                 left -= 1
         return finals
     finally:
@@ -233,8 +238,8 @@ async def _stream(shape: "Shape", jobs: list[Job], events: asyncio.Queue):
             if event.error:
                 yield _sse(error_body(event.error, "server_error"))
                 return
-            if event.text:
-                yield _sse(shape.piece(event.index, event.text))
+            if event.text or event.logprobs:
+                yield _sse(shape.piece(event.index, event.text, logprobs=event.logprobs))
             if event.finish_reason:
                 yield _sse(shape.piece(event.index, "", event.finish_reason))
                 finals.append(event)
@@ -250,24 +255,46 @@ async def _stream(shape: "Shape", jobs: list[Job], events: asyncio.Queue):
 class Shape:
     """OpenAI's response and chunk objects for chat.completions or completions."""
 
-    def __init__(self, req: GenerationRequest, prefix: str):
+    def __init__(self, req: GenerationRequest, prefix: str, vocab: Vocabulary | None = None):
         self.req = req
+        self.vocab = vocab  # tokens' bytes, when the request asked for logprobs
+        self.offsets: dict[int, int] = {}  # completions' text_offset so far, per choice
         self.base = {"id": prefix + uuid.uuid4().hex, "created": int(time.time()), "model": req.model,
                      "system_fingerprint": FINGERPRINT}
 
     def first(self, index: int) -> dict:
         return self._chunk(index, {"role": "assistant", "content": ""}, None) if self.req.chat else self._chunk(index, "", None)
 
-    def piece(self, index: int, text: str, finish: str | None = None) -> dict:
-        return self._chunk(index, ({"content": text} if text else {}) if self.req.chat else text, finish)
+    def piece(self, index: int, text: str, finish: str | None = None, logprobs: Sequence[TokenLogprob] = ()) -> dict:
+        return self._chunk(index, ({"content": text} if text else {}) if self.req.chat else text, finish, logprobs)
 
-    def _chunk(self, index: int, delta: Any, finish: str | None) -> dict:
+    def _chunk(self, index: int, delta: Any, finish: str | None, logprobs: Sequence[TokenLogprob] = ()) -> dict:
         choice = {"index": index, "delta": delta} if self.req.chat else {"index": index, "text": delta}
-        choice.update(logprobs=None, finish_reason=finish)
+        choice.update(logprobs=self.logprobs(index, logprobs) if logprobs else None, finish_reason=finish)
         chunk = dict(self.base, object="chat.completion.chunk" if self.req.chat else "text_completion", choices=[choice])
         if self.req.include_usage:
             chunk["usage"] = None
         return chunk
+
+    def logprobs(self, index: int, entries: Sequence[TokenLogprob]) -> dict:
+        """OpenAI's logprobs object: chat's {"content": [...]}, or the legacy completions' parallel lists."""
+        if self.req.chat:
+            return {"content": [{**self._token(e.token, e.logprob), "top_logprobs": [self._token(t, v) for t, v in e.top]}
+                                for e in entries], "refusal": None}
+        texts = [self._text(e.token) for e in entries]
+        offsets = []
+        for text in texts:
+            offsets.append(self.offsets.get(index, 0))
+            self.offsets[index] = offsets[-1] + len(text)
+        return {"tokens": texts, "token_logprobs": [e.logprob for e in entries],
+                "top_logprobs": [{self._text(t): v for t, v in e.top} for e in entries], "text_offset": offsets}
+
+    def _token(self, token: int, logprob: float) -> dict:
+        raw = self.vocab.token_bytes(token)
+        return {"token": raw.decode("utf-8", "replace"), "logprob": logprob, "bytes": list(raw)}
+
+    def _text(self, token: int) -> str:
+        return self.vocab.token_bytes(token).decode("utf-8", "replace")
 
     def usage_chunk(self, finals: list[Event]) -> dict:
         return dict(self.base, object="chat.completion.chunk" if self.req.chat else "text_completion", choices=[],
@@ -281,7 +308,9 @@ class Shape:
                 choice["message"] = {"role": "assistant", "content": final["text"], "refusal": None}
             else:
                 choice["text"] = final["text"]
-            choice.update(logprobs=None, finish_reason=final["event"].finish_reason)
+            asked = self.req.logprobs is not None
+            choice.update(logprobs=self.logprobs(i, final["logprobs"]) if asked else None,
+                          finish_reason=final["event"].finish_reason)
             choices.append(choice)
         return dict(self.base, object="chat.completion" if self.req.chat else "text_completion", choices=choices,
                     usage=_usage([f["event"] for f in finals], self.req.n))

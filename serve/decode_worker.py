@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from edgelm.errors import EdgelmError
 from edgelm.runtime.generator import GeneratorParams
 from edgelm.runtime.json_schema import SchemaGrammar
+from edgelm.runtime.sampling import TokenLogprob
 from edgelm.runtime.language_model import LanguageModel
 from edgelm.runtime.text_batch import TextBatch
 from edgelm.serve.metrics import Metrics
@@ -40,6 +41,7 @@ class Event:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     error: str | None = None  # the job failed inside the runtime (a server error)
+    logprobs: tuple[TokenLogprob, ...] = ()  # the tokens behind this event, when the job asked for logprobs
 
 
 @dataclass
@@ -50,6 +52,7 @@ class Job:
     sink: Callable[[Event], None]  # must be thread-safe and must not block
     index: int = 0
     grammar: SchemaGrammar | None = None  # response_format: each row follows this JSON schema
+    logprobs: int | None = None  # record each token's logprob and this many alternatives
     arrived: float = field(default_factory=time.perf_counter)
     cancelled: bool = False
 
@@ -70,6 +73,7 @@ class DecodeWorker(WorkerThread):
         super().__init__("decode", name, max_queue, metrics)
         self.lm = lm
         self.batch = TextBatch(lm, slots=max_batch)
+        self._eos = frozenset(lm.manifest.special_tokens.eos)  # not part of the text, so not of its logprobs (as OpenAI)
         self._running: dict[int, _Running] = {}
 
     def _loop(self) -> None:
@@ -94,7 +98,7 @@ class DecodeWorker(WorkerThread):
         hits, reused = gen.prefix_hits, gen.reused_tokens
         try:
             rule = job.grammar.rule() if job.grammar else None
-            row = self.batch.add(job.ids, job.params, job.stop, rule)  # prefill into a free slot (or the rest of a kept prefix)
+            row = self.batch.add(job.ids, job.params, job.stop, rule, job.logprobs)  # prefill into a free slot (or the rest of a kept prefix)
         except Exception as e:  # EdgelmError: bad ids (the app checks first); anything else: the model failed
             if not isinstance(e, EdgelmError):
                 log.exception("prefill failed for %s", self.name)
@@ -109,16 +113,18 @@ class DecodeWorker(WorkerThread):
         now = time.perf_counter()
         for update in updates:
             run = self._running[update.row]
+            logprobs = tuple(e for e in update.logprobs if e.token not in self._eos)
             if run.job.cancelled:
                 self._leave(update.row)
                 continue
             self._time_token(run, now)
             if update.finish_reason is None:
-                if update.piece:
-                    _send(run.job, Event(run.job.index, update.piece))
+                if update.piece or logprobs:
+                    _send(run.job, Event(run.job.index, update.piece, logprobs=logprobs))
                 continue
             completion = len(self.batch.tokens(update.row))
-            _send(run.job, Event(run.job.index, update.piece, FINISH[update.finish_reason], len(run.job.ids), completion))
+            _send(run.job, Event(run.job.index, update.piece, FINISH[update.finish_reason], len(run.job.ids), completion,
+                                 logprobs=logprobs))
             self.metrics.prompt_tokens.labels(self.name).inc(len(run.job.ids))
             self.metrics.completion_tokens.labels(self.name).inc(completion)
             self._leave(update.row)

@@ -1,7 +1,7 @@
 """Request bodies of the OpenAI API (and the /v1/rerank body Cohere and Jina use), checked field by field into typed requests.
 
 Every problem is a 400 naming the field (`param`) in OpenAI's error body; fields this server does
-not implement are refused by name when they would change the answer (logprobs, tools),
+not implement are refused by name when they would change the answer (tools, echo, logit_bias),
 and ignored when they only tune an OpenAI-side feature (user, store, metadata).
 Sampling ranges are OpenAI's (temperature 0..2, top_p in (0, 1]); an unset field takes the bundle's
 generation defaults, as `LanguageModel.generate` does.
@@ -13,17 +13,19 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from edgelm.runtime.json_schema import JSON_OBJECT
+from edgelm.runtime.sampling import MAX_TOP_LOGPROBS
 from edgelm.serve.errors import bad_request
 
 MAX_STOPS = 4  # OpenAI's limit on stop strings
 MAX_N = 128  # OpenAI's limit on choices per prompt
 ROLES = {"system", "user", "assistant", "tool", "developer"}  # developer is OpenAI's newer name for system
 UNSUPPORTED = {  # field -> value that is fine (anything else gets a 400)
-    "logprobs": (None, False), "top_logprobs": (None, 0), "tools": (None, []), "tool_choice": (None, "none"),
+    "tools": (None, []), "tool_choice": (None, "none"),
     "functions": (None, []), "echo": (None, False), "suffix": (None, ""), "best_of": (None, 1),
     "logit_bias": (None, {}),
 }
-JSON_OBJECT = {"type": "object"}  # response_format json_object: any JSON object
+MAX_COMPLETION_LOGPROBS = 5  # the legacy completions API's limit
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class GenerationRequest:
     include_usage: bool
     json_schema: dict | None = None  # response_format json_schema's schema (json_object: any object)
     n: int = 1  # choices per prompt
+    logprobs: int | None = None  # None: off; else each token's logprob and this many alternatives
 
 
 @dataclass(frozen=True)
@@ -134,8 +137,24 @@ def _generation(body: dict, prompts: list[Any], chat: bool) -> GenerationRequest
         top_p=_number(body, "top_p", 0.0, 1.0, low_open=True),
         seed=_whole(body, "seed", low=None),
         stop=_stops(body.get("stop")), stream=stream, include_usage=include_usage,
-        json_schema=_response_schema(body.get("response_format")), n=n,
+        json_schema=_response_schema(body.get("response_format")), n=n, logprobs=_logprobs(body, chat),
     )
+
+
+def _logprobs(body: dict, chat: bool) -> int | None:
+    """Chat: logprobs true/false and top_logprobs 0-20; completions (the legacy API): logprobs 0-5 alternatives."""
+    if not chat:
+        value = _whole(body, "logprobs", low=0)
+        if value is not None and value > MAX_COMPLETION_LOGPROBS:
+            raise bad_request(f"'logprobs' must be at most {MAX_COMPLETION_LOGPROBS}, got {value}", "logprobs")
+        return value
+    wanted = _typed(body, "logprobs", bool, False)
+    top = _whole(body, "top_logprobs", low=0)
+    if top is not None and top > MAX_TOP_LOGPROBS:
+        raise bad_request(f"'top_logprobs' must be at most {MAX_TOP_LOGPROBS}, got {top}", "top_logprobs")
+    if top and not wanted:
+        raise bad_request("'top_logprobs' needs 'logprobs': true", "top_logprobs")
+    return (top or 0) if wanted else None
 
 
 def _response_schema(fmt: Any) -> dict | None:
@@ -146,7 +165,7 @@ def _response_schema(fmt: Any) -> dict | None:
     if kind == "text":
         return None
     if kind == "json_object":
-        return JSON_OBJECT
+        return JSON_OBJECT  # any JSON object
     if kind == "json_schema":
         spec = fmt.get("json_schema")
         schema = spec.get("schema") if isinstance(spec, dict) else None

@@ -243,6 +243,29 @@ def test_a_seeded_row_gets_in_a_batch_what_it_gets_alone(lm_of, options):
     assert [lm.tokenizer.decode(step_wise.get_new_tokens(i)) for i in range(len(BATCH))] == together
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_logprobs_are_transformers_log_softmax_on_the_same_sequence(lm_of, hf_of, family):
+    """Each generated token's log probability and the top alternatives, from the model's own distribution (sampled
+    at a temperature, which must not change them), against transformers' logits on the whole sequence."""
+    lm, (_, model) = lm_of(family), hf_of(family)
+    prompt = lm.encode(PROMPTS[0])
+    done = lm.complete([PROMPTS[0]], max_new_tokens=12, temperature=1.5, seed=3, logprobs=4)[0]
+    assert len(done.logprobs) == len(done.token_ids)
+    sequence = prompt + done.token_ids
+    with torch.no_grad():
+        logits = model(torch.tensor([sequence])).logits[0].double()
+    reference = torch.log_softmax(logits, -1)[len(prompt) - 1:len(sequence) - 1]  # (new, vocab): what chose each token
+    for step, (token, entry) in enumerate(zip(done.token_ids, done.logprobs)):
+        assert entry.token == token
+        assert entry.logprob == pytest.approx(float(reference[step, token]), abs=1e-4)
+        best = torch.topk(reference[step], 4).values.tolist()
+        assert [v for _, v in entry.top] == pytest.approx(best, abs=1e-4)
+        assert all(float(reference[step, t]) == pytest.approx(v, abs=1e-4) for t, v in entry.top)
+    assert lm.complete([PROMPTS[0]], max_new_tokens=4)[0].logprobs is None
+    with pytest.raises(GenerationError, match="logprobs must be"):
+        lm.complete([PROMPTS[0]], logprobs=21)
+
+
 # -- streaming and stop strings -----------------------------------------------------------------
 @pytest.mark.parametrize("chat", [False, True], ids=["plain", "chat"])
 @pytest.mark.parametrize("prompt", [CHINESE, EMOJI], ids=["chinese", "emoji"])

@@ -332,6 +332,32 @@ def test_n_choices_share_one_prefill_and_each_equals_generate_with_its_seed(serv
     assert texts == {0: alone[0], 1: alone[0], 2: alone[1], 3: alone[1]}  # prompt-major, as OpenAI orders choices
 
 
+def test_logprobs_are_the_runtimes_and_their_tokens_spell_the_text(server, lm):
+    messages = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
+    want = lm.complete([messages], max_new_tokens=24, temperature=0, logprobs=3)[0]
+    got = chat(server, messages, max_tokens=24, temperature=0, logprobs=True, top_logprobs=3).choices[0]
+    content = got.logprobs.content
+    assert "".join(t.token for t in content) == got.message.content == want.text
+    eos = set(lm.manifest.special_tokens.eos)
+    shown = [e for e in want.logprobs if e.token not in eos]  # the eos that ended it is not part of the text
+    assert [t.logprob for t in content] == pytest.approx([e.logprob for e in shown], abs=1e-4)
+    for t, e in zip(content, shown):
+        assert bytes(t.bytes).decode("utf-8", "replace") == t.token
+        assert len(t.top_logprobs) == 3 and t.top_logprobs[0].logprob >= t.top_logprobs[-1].logprob
+        assert t.top_logprobs[0].token == t.token  # greedy: the chosen token is the most likely
+    chunks, text = streamed_chat(server, messages, max_tokens=24, temperature=0, logprobs=True)
+    streamed = [t for c in chunks if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content]
+    assert "".join(t.token for t in streamed) == text == want.text
+    assert all(t.top_logprobs == [] for t in streamed)
+    plain = server.client().completions.create(model="smol", prompt=PLAIN[0], max_tokens=8, temperature=0, logprobs=2).choices[0]
+    legacy = plain.logprobs
+    assert "".join(legacy.tokens) == plain.text
+    assert legacy.text_offset == [sum(len(t) for t in legacy.tokens[:i]) for i in range(len(legacy.tokens))]
+    assert len(legacy.token_logprobs) == len(legacy.top_logprobs) == len(legacy.tokens)
+    assert all(len(alternatives) <= 2 for alternatives in legacy.top_logprobs)
+    assert chat(server, messages, max_tokens=4, temperature=0).choices[0].logprobs is None
+
+
 def test_health_and_metrics_answer_without_a_key(server):
     health = httpx.get(server.url + "/health", timeout=10)
     assert health.status_code == 200 and health.json() == {"status": "ok", "models": ["minilm", "smol", "tiny"]}
@@ -364,7 +390,11 @@ BAD = [
     ("/v1/chat/completions", {"model": "smol", "messages": CHAT[0], "stream": "yes"}, 400, "stream", None),
     ("/v1/chat/completions", {"model": "smol", "messages": CHAT[0], "n": 0}, 400, "n", None),
     ("/v1/chat/completions", {"model": "smol", "messages": CHAT[0], "n": 129}, 400, "n", None),
-    ("/v1/chat/completions", {"model": "smol", "messages": CHAT[0], "logprobs": True}, 400, "logprobs", None),
+    ("/v1/chat/completions", {"model": "smol", "messages": CHAT[0], "logprobs": 3}, 400, "logprobs", None),
+    ("/v1/chat/completions", {"model": "smol", "messages": CHAT[0], "top_logprobs": 2}, 400, "top_logprobs", None),
+    ("/v1/chat/completions", {"model": "smol", "messages": CHAT[0], "logprobs": True, "top_logprobs": 21}, 400,
+     "top_logprobs", None),
+    ("/v1/completions", {"model": "smol", "prompt": "Hi", "logprobs": 6}, 400, "logprobs", None),
     ("/v1/chat/completions", {"model": "smol", "messages": CHAT[0], "response_format": {"type": "yaml"}}, 400, "response_format", None),
     ("/v1/chat/completions", {"model": "smol", "messages": CHAT[0], "response_format": {"type": "json_schema"}}, 400,
      "response_format", None),
