@@ -45,24 +45,37 @@ def check_template(source: str, name: str) -> None:
         raise BundleError(f"{name} is not a valid Jinja template (line {e.lineno}: {e.message}); re-export the bundle") from None
 
 
-def check_messages(messages: Any) -> list[dict[str, str]]:
-    """A list of {"role", "content"} dicts with known roles and text content, or a clear error."""
+def check_messages(messages: Any) -> list[dict[str, Any]]:
+    """A list of {"role", "content"} dicts with known roles and text content (an assistant message that calls tools
+    may have none), or a clear error."""
     if not isinstance(messages, (list, tuple)) or not messages:
         raise GenerationError("a chat needs a non-empty list of messages like {'role': 'user', 'content': 'Hi'}")
     for i, m in enumerate(messages):
-        if not isinstance(m, dict) or not isinstance(m.get("content"), str) or m.get("role") not in ROLES:
+        calls = isinstance(m, dict) and m.get("role") == "assistant" and bool(m.get("tool_calls"))
+        content_ok = isinstance(m, dict) and (isinstance(m.get("content"), str) or (calls and m.get("content") is None))
+        if not content_ok or m.get("role") not in ROLES:
             raise GenerationError(f"message {i} must be a dict with a role in {', '.join(ROLES)} and str content, got {m!r:.80}")
     return [dict(m) for m in messages]
 
 
-def render_chat(template: str, messages: list[dict[str, str]], special_tokens: dict[str, str],
-                add_generation_prompt: bool = True) -> str:
-    """The prompt text for MESSAGES; the caller encodes it without adding special tokens."""
+@lru_cache(maxsize=8)
+def knows_tools(source: str) -> bool:
+    """Whether the template renders a `tools` variable itself (Qwen's, Hermes', SmolLM3's do; SmolLM2's does not)."""
+    from jinja2 import meta
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    return "tools" in meta.find_undeclared_variables(ImmutableSandboxedEnvironment().parse(source))
+
+
+def render_chat(template: str, messages: list[dict[str, Any]], special_tokens: dict[str, str],
+                add_generation_prompt: bool = True, tools: list[dict] | None = None) -> str:
+    """The prompt text for MESSAGES (and TOOLS, for a template that renders them); the caller encodes it without
+    adding special tokens."""
     from jinja2 import TemplateError
 
     try:
         return _compile(template).render(messages=check_messages(messages), add_generation_prompt=add_generation_prompt,
-                                         **special_tokens)
+                                         tools=tools, **special_tokens)
     except GenerationError:
         raise
     except TemplateError as e:

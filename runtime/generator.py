@@ -67,6 +67,12 @@ class Rule(Protocol):
     def consume(self, token: int) -> None: ...
 
 
+class RuleSource(Protocol):
+    """A compiled constraint (a JSON schema's, the tools' calls') that gives each row its own Rule."""
+
+    def rule(self) -> Rule: ...
+
+
 @dataclass(frozen=True)
 class GeneratorParams:
     """How to choose tokens and when to stop. temperature 0 is greedy (argmax)."""

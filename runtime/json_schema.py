@@ -54,9 +54,6 @@ class Vocabulary:
 
     def compile(self, schema: dict[str, Any] | str) -> "SchemaGrammar":
         """SCHEMA (a dict or its JSON text) ready to constrain rows; GenerationError naming what it cannot enforce."""
-        if not self._ends:
-            raise GenerationError("this bundle names no eos token, so a JSON document could never end; "
-                                  "re-export it with the model's eos_token_id")
         if isinstance(schema, str):
             try:
                 schema = json.loads(schema)
@@ -68,9 +65,19 @@ class Vocabulary:
             grammar = llguidance.LLMatcher.grammar_from_json_schema(schema, overrides=COMPILE)
         except ValueError as e:
             raise GenerationError(f"the JSON schema cannot be read: {e}") from None
+        return self._checked(grammar, "the JSON schema")
+
+    def compile_lark(self, lark: str, what: str) -> "SchemaGrammar":
+        """A Lark grammar in llguidance's dialect (`%json {...}` embeds a schema), ready to constrain rows."""
+        return self._checked(llguidance.LLMatcher.grammar_from_lark(lark), what)
+
+    def _checked(self, grammar: str, what: str) -> "SchemaGrammar":
+        if not self._ends:
+            raise GenerationError("this bundle names no eos token, so constrained output could never end; "
+                                  "re-export it with the model's eos_token_id")
         probe = llguidance.LLMatcher(self._tokenizer, grammar, log_level=0)
         if probe.is_error():
-            raise GenerationError(f"the JSON schema uses something constrained decoding cannot enforce: "
+            raise GenerationError(f"{what} uses something constrained decoding cannot enforce: "
                                   f"{_one_line(probe.get_error())}; remove or rewrite it")
         return SchemaGrammar(self, grammar)
 

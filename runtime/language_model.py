@@ -12,12 +12,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Union
 
 from edgelm.errors import GenerationError, warn
 from edgelm.runtime.bundle import Bundle, FrontEnd
-from edgelm.runtime.chat_template import check_messages, render_chat
+from edgelm.runtime.chat_template import check_messages, knows_tools, render_chat
 from edgelm.runtime.decoder import DecoderGraph
 from edgelm.runtime.generator import OPTION_NAMES, Generator, GeneratorParams, newest_tokens
 from edgelm.runtime.json_schema import SchemaGrammar, Vocabulary
@@ -25,6 +25,7 @@ from edgelm.runtime.manifest import DECODER_TASKS
 from edgelm.runtime.sampling import MAX_TOP_LOGPROBS, TokenLogprob
 from edgelm.runtime.text_batch import TextBatch
 from edgelm.runtime.text_row import TextRow
+from edgelm.runtime.tools import ToolCall, ToolSet, ToolText, history
 from edgelm.runtime.unicode import surrogate_problem
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ class Completion:
     first_token_seconds: float = 0.0  # prefill + first choice (time to first token)
     decode_seconds: float = 0.0  # every later step
     logprobs: list[TokenLogprob] | None = None  # per token id, when asked (complete(..., logprobs=k))
+    tool_calls: list[ToolCall] = field(default_factory=list)  # calls the reply made (tools=...); text is what precedes them
 
     @property
     def decode_tokens_per_second(self) -> float:
@@ -62,6 +64,8 @@ class _Request:
     truncate_prompt: bool = False
     grammar: SchemaGrammar | None = None  # json_schema, compiled: every row follows it
     logprobs: int | None = None  # record each token's log probability and this many alternatives
+    tools: ToolSet | None = None  # the functions the reply may call
+    rules: Any = None  # what each row's rule comes from (`.rule()`): the JSON schema's or the tools' grammar
 
 
 class LanguageModel(FrontEnd):
@@ -77,26 +81,31 @@ class LanguageModel(FrontEnd):
         self._vocab_lock = threading.Lock()
 
     # -- prompts ---------------------------------------------------------------------------
-    def encode(self, prompt: Prompt, chat: bool = False) -> list[int]:
+    def encode(self, prompt: Prompt, chat: bool = False, tools: ToolSet | None = None) -> list[int]:
         """Prompt ids: a str as plain text (with special tokens), or messages through the chat template.
 
-        chat=True wraps a str as one user message.
+        chat=True wraps a str as one user message. TOOLS (ToolSet.of(...)): the functions the reply may call.
         """
         if isinstance(prompt, str) and not prompt.strip():
             raise GenerationError("the prompt is empty; pass some text")
-        if isinstance(prompt, str) and chat:
+        if isinstance(prompt, str) and (chat or tools):
             prompt = [{"role": "user", "content": prompt}]
-        text = prompt if isinstance(prompt, str) else self.render_chat(prompt)
+        text = prompt if isinstance(prompt, str) else self.render_chat(prompt, tools=tools)
         problem = surrogate_problem(text, "the prompt")
         if problem:
             raise GenerationError(problem)
         return self.tokenizer.encode(text, add_special_tokens=isinstance(prompt, str)).ids
 
-    def render_chat(self, messages: Messages, add_generation_prompt: bool = True) -> str:
+    def render_chat(self, messages: Messages, add_generation_prompt: bool = True, tools: ToolSet | None = None) -> str:
         if self._template is None:
             raise GenerationError(f"{self.bundle.folder} has no chat template; pass plain text prompts")
         strings = self.manifest.special_token_strings or self._strings_from_ids()
-        return render_chat(self._template, check_messages(messages), strings, add_generation_prompt)
+        messages = check_messages(messages)
+        native = knows_tools(self._template)  # the template renders tools itself, or they go in the system message
+        if tools is None:
+            return render_chat(self._template, history(messages, native), strings, add_generation_prompt)
+        return render_chat(self._template, tools.prepare(messages, native), strings, add_generation_prompt,
+                           list(tools.tools) if native else None)
 
     def _strings_from_ids(self) -> dict[str, str]:
         """bos_token/eos_token... for bundles written before the manifest recorded them."""
@@ -140,25 +149,30 @@ class LanguageModel(FrontEnd):
         return texts[0] if single else texts
 
     def stream(self, prompt: Prompt, *, chat: bool = False, stop: Sequence[str] = (), truncate_prompt: bool = False,
-               json_schema: Schema | None = None, logprobs: int | None = None, **options: Any) -> Iterator[str]:
-        """Text pieces as they are generated; joined, they equal `generate`'s text exactly.
+               json_schema: Schema | None = None, logprobs: int | None = None, tools: list[dict] | None = None,
+               tool_choice: Any = None, **options: Any) -> Iterator[str]:
+        """Text pieces as they are generated; joined, they equal `generate`'s text exactly (with tools: the text
+        before any call).
 
         The generator's return value (StopIteration.value) is the run's Completion.
         """
-        request = self._request(stop, truncate_prompt, options, json_schema, logprobs)
+        request = self._request(stop, truncate_prompt, options, json_schema, logprobs, tools, tool_choice)
         completions = yield from self._run([prompt], chat, request, stream=True)
         return completions[0]
 
     def complete(self, prompts: Sequence[Prompt], *, chat: bool = False, stop: Sequence[str] = (),
                  truncate_prompt: bool = False, json_schema: Schema | None = None, logprobs: int | None = None,
-                 **options: Any) -> list[Completion]:
+                 tools: list[dict] | None = None, tool_choice: Any = None, **options: Any) -> list[Completion]:
         """A Completion (text, ids, finish reason, timings) per prompt, decoded as one batch.
 
         LOGPROBS (0-20): each Completion's `logprobs` gives every generated token's log probability under the model
-        (before temperature, penalty and schema) and that many most likely alternatives."""
+        (before temperature, penalty and schema) and that many most likely alternatives. TOOLS and TOOL_CHOICE as
+        OpenAI's (runtime/tools.py): a reply's calls come in `tool_calls` (finish reason "tool_calls"), its `text` is
+        what precedes them."""
         if isinstance(prompts, str) or _is_messages(prompts) or not isinstance(prompts, (list, tuple)) or not prompts:
             raise GenerationError("complete needs a non-empty list of prompts")
-        runner = self._run(prompts, chat, self._request(stop, truncate_prompt, options, json_schema, logprobs), stream=False)
+        request = self._request(stop, truncate_prompt, options, json_schema, logprobs, tools, tool_choice)
+        runner = self._run(prompts, chat, request, stream=False)
         while True:  # a non-streaming run yields nothing; its Completions are the generator's return value
             try:
                 next(runner)
@@ -166,7 +180,8 @@ class LanguageModel(FrontEnd):
                 return finished.value
 
     def _request(self, stop: Sequence[str], truncate_prompt: bool, options: dict[str, Any],
-                 json_schema: Schema | None = None, logprobs: int | None = None) -> _Request:
+                 json_schema: Schema | None = None, logprobs: int | None = None, tools: Any = None,
+                 tool_choice: Any = None) -> _Request:
         _check_option_names(options)
         stop = (stop,) if isinstance(stop, str) else tuple(stop)
         if not all(isinstance(s, str) and s for s in stop):
@@ -175,7 +190,11 @@ class LanguageModel(FrontEnd):
         if logprobs is not None and (not isinstance(logprobs, int) or isinstance(logprobs, bool)
                                      or not 0 <= logprobs <= MAX_TOP_LOGPROBS):
             raise GenerationError(f"logprobs must be a whole number of alternatives in 0..{MAX_TOP_LOGPROBS}, got {logprobs!r}")
-        return _Request(self.params(**options), stop, bool(truncate_prompt), grammar, logprobs)
+        toolset = ToolSet.of(tools, tool_choice)
+        if toolset is not None and grammar is not None:
+            raise GenerationError("pass json_schema or tools, not both")
+        rules = toolset.grammar(self.vocabulary()) if toolset is not None else grammar
+        return _Request(self.params(**options), stop, bool(truncate_prompt), grammar, logprobs, toolset, rules)
 
     def json_grammar(self, schema: Schema) -> SchemaGrammar:
         """SCHEMA compiled for this bundle's tokens (GenerationError naming what it cannot enforce)."""
@@ -193,7 +212,7 @@ class LanguageModel(FrontEnd):
         for i, prompt in enumerate(prompts):
             if not isinstance(prompt, str) and not _is_messages(prompt):
                 raise GenerationError(f"prompt {i} must be a str or a list of chat messages, got {type(prompt).__name__}")
-            rows.append(self._fit_context(self.encode(prompt, chat), request))
+            rows.append(self._fit_context(self.encode(prompt, chat, request.tools), request))
         return rows
 
     def _fit_context(self, ids: list[int], request: _Request) -> list[int]:
@@ -221,25 +240,33 @@ class LanguageModel(FrontEnd):
             batch = TextBatch(self, slots=len(prompt_ids), capacity=room)
         rows: list[int] = []
         first = None
+        shown = ToolText() if request.tools else None  # row 0's streamed text stops where a call begins
         try:
             for ids in prompt_ids:
-                rule = request.grammar.rule() if request.grammar else None
+                rule = request.rules.rule() if request.rules else None
                 rows.append(batch.add(ids, request.params, request.stop, rule, request.logprobs))
             while batch.running:
                 for update in batch.step():  # one token for every unfinished row
-                    if stream and update.row == rows[0] and update.piece:
-                        yield update.piece
+                    if stream and update.row == rows[0]:
+                        piece = shown.feed(update.piece) + (shown.finish() if update.finish_reason else "") if shown else update.piece
+                        if piece:
+                            yield piece
                 first = first or time.perf_counter()
             end = time.perf_counter()
-            return [
-                Completion(text=batch.text(r), token_ids=batch.tokens(r), finish_reason=batch.finish_reason(r),
-                           prompt_tokens=len(ids), first_token_seconds=first - start, decode_seconds=end - first,
-                           logprobs=batch.logprobs(r) if request.logprobs is not None else None)
-                for r, ids in zip(rows, prompt_ids)
-            ]
+            return [self._completion(batch, r, ids, request, first - start, end - first) for r, ids in zip(rows, prompt_ids)]
         finally:
             for r in rows:
                 batch.release(r)  # its keys stay in the slot for the next prompt that starts with them
+
+    def _completion(self, batch: TextBatch, row: int, ids: list[int], request: _Request, first: float,
+                    decode: float) -> Completion:
+        text, reason, calls = batch.text(row), batch.finish_reason(row), []
+        if request.tools is not None:
+            text, calls = request.tools.parse(text)
+            reason = "tool_calls" if calls and reason == "eos" else reason
+        return Completion(text=text, token_ids=batch.tokens(row), finish_reason=reason, prompt_tokens=len(ids),
+                          first_token_seconds=first, decode_seconds=decode, tool_calls=calls,
+                          logprobs=batch.logprobs(row) if request.logprobs is not None else None)
 
     def text_row(self, stop: Sequence[str] = ()) -> TextRow:
         """A row's text state (detokenizer and stop strings), for a caller that drives a Generator itself."""

@@ -32,9 +32,10 @@ from starlette.routing import Route
 from edgelm.errors import EdgelmError
 from edgelm.runtime.encoder import Encoder
 from edgelm.runtime.generator import GeneratorParams
-from edgelm.runtime.json_schema import SchemaGrammar, Vocabulary
+from edgelm.runtime.json_schema import Vocabulary
 from edgelm.runtime.language_model import LanguageModel
 from edgelm.runtime.sampling import TokenLogprob
+from edgelm.runtime.tools import ToolCall, ToolText
 from edgelm.serve.checks import guard, open_body, served_model, submit
 from edgelm.serve.decode_worker import DecodeWorker, Event, Job
 from edgelm.serve.embed_worker import EmbedWorker
@@ -141,7 +142,7 @@ async def _generate(request: Request, parse) -> Response:
         params = lm.params(max_new_tokens=max_new, temperature=req.temperature, top_p=req.top_p, seed=req.seed)
     except EdgelmError as e:
         raise bad_request(str(e)) from None
-    grammar = await run_in_threadpool(_grammar, lm, req.json_schema) if req.json_schema is not None else None
+    grammar = await run_in_threadpool(_grammar, lm, req) if req.json_schema is not None or req.tools else None
     loop, events = asyncio.get_running_loop(), asyncio.Queue()
     sink = lambda event: loop.call_soon_threadsafe(events.put_nowait, event)  # noqa: E731  (called from the worker)
     jobs = [Job(ids, _choice(params, i), req.stop, sink, index=p * req.n + i, grammar=grammar, logprobs=req.logprobs)
@@ -160,7 +161,7 @@ async def _generate(request: Request, parse) -> Response:
 
 def _encode(lm: LanguageModel, req: GenerationRequest) -> list[list[int]]:
     try:
-        return [lm.encode(p) for p in req.prompts]  # chat: the bundle's template; completions: text with special tokens
+        return [lm.encode(p, tools=req.tools) for p in req.prompts]  # chat: the template; completions: text with special tokens
     except EdgelmError as e:
         raise bad_request(str(e), "messages" if req.chat else "prompt") from None
 
@@ -171,11 +172,12 @@ def _choice(params: GeneratorParams, i: int) -> GeneratorParams:
     return replace(params, seed=params.seed + i) if params.seed is not None and i else params
 
 
-def _grammar(lm: LanguageModel, schema: dict) -> SchemaGrammar:
-    try:
-        return lm.json_grammar(schema)  # the first one indexes the vocabulary (~0.3 s), then ~1 ms per schema
+def _grammar(lm: LanguageModel, req: GenerationRequest):
+    """What each row's rule comes from: the response_format's schema or the tools' calls (`.rule()`)."""
+    try:  # the first one indexes the vocabulary (~0.3 s), then ~1 ms per grammar
+        return req.tools.grammar(lm.vocabulary()) if req.tools else lm.json_grammar(req.json_schema)
     except EdgelmError as e:
-        raise bad_request(str(e), "response_format") from None
+        raise bad_request(str(e), "tools" if req.tools else "response_format") from None
 
 
 def _budget(request: Request, lm: LanguageModel, req: GenerationRequest, prompts: list[list[int]]) -> int:
@@ -229,6 +231,9 @@ async def _stream(shape: "Shape", jobs: list[Job], events: asyncio.Queue):
     A client that disconnects cancels this generator (Starlette), which cancels its jobs: their
     rows leave the batch at the next step.
     """
+    calls = shape.req.tools is not None
+    shown = {job.index: ToolText() for job in jobs} if calls else {}  # content stops where a call begins
+    raw = {job.index: [] for job in jobs}
     try:
         for job in jobs:
             yield _sse(shape.first(job.index))
@@ -238,10 +243,19 @@ async def _stream(shape: "Shape", jobs: list[Job], events: asyncio.Queue):
             if event.error:
                 yield _sse(error_body(event.error, "server_error"))
                 return
-            if event.text or event.logprobs:
-                yield _sse(shape.piece(event.index, event.text, logprobs=event.logprobs))
+            text = event.text
+            if calls:
+                raw[event.index].append(text)
+                text = shown[event.index].feed(text) + (shown[event.index].finish() if event.finish_reason else "")
+            if text or event.logprobs:
+                yield _sse(shape.piece(event.index, text, logprobs=event.logprobs))
             if event.finish_reason:
-                yield _sse(shape.piece(event.index, "", event.finish_reason))
+                finish = event.finish_reason
+                made = shape.req.tools.parse("".join(raw[event.index]))[1] if calls else []
+                if made:
+                    yield _sse(shape.calls_chunk(event.index, made))
+                    finish = "tool_calls" if finish == "stop" else finish
+                yield _sse(shape.piece(event.index, "", finish))
                 finals.append(event)
                 left -= 1
         if shape.req.include_usage:
@@ -276,6 +290,11 @@ class Shape:
             chunk["usage"] = None
         return chunk
 
+    def calls_chunk(self, index: int, calls: list[ToolCall]) -> dict:
+        """The reply's calls as one delta (each call whole: name and arguments in one piece)."""
+        delta = {"tool_calls": [{"index": k, **_call(c)} for k, c in enumerate(calls)]}
+        return self._chunk(index, delta, None)
+
     def logprobs(self, index: int, entries: Sequence[TokenLogprob]) -> dict:
         """OpenAI's logprobs object: chat's {"content": [...]}, or the legacy completions' parallel lists."""
         if self.req.chat:
@@ -304,16 +323,24 @@ class Shape:
         choices = []
         for i, final in enumerate(finals):
             choice: dict[str, Any] = {"index": i}
+            finish = final["event"].finish_reason
             if self.req.chat:
-                choice["message"] = {"role": "assistant", "content": final["text"], "refusal": None}
+                content, calls = self.req.tools.parse(final["text"]) if self.req.tools else (final["text"], [])
+                choice["message"] = {"role": "assistant", "content": content or (None if calls else ""), "refusal": None}
+                if calls:
+                    choice["message"]["tool_calls"] = [_call(c) for c in calls]
+                    finish = "tool_calls" if finish == "stop" else finish
             else:
                 choice["text"] = final["text"]
             asked = self.req.logprobs is not None
-            choice.update(logprobs=self.logprobs(i, final["logprobs"]) if asked else None,
-                          finish_reason=final["event"].finish_reason)
+            choice.update(logprobs=self.logprobs(i, final["logprobs"]) if asked else None, finish_reason=finish)
             choices.append(choice)
         return dict(self.base, object="chat.completion" if self.req.chat else "text_completion", choices=choices,
                     usage=_usage([f["event"] for f in finals], self.req.n))
+
+
+def _call(call: ToolCall) -> dict:
+    return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
 
 
 def _usage(finals: list[Event], n: int) -> dict:

@@ -19,8 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from edgelm.errors import EdgelmError
-from edgelm.runtime.generator import GeneratorParams
-from edgelm.runtime.json_schema import SchemaGrammar
+from edgelm.runtime.generator import GeneratorParams, RuleSource
 from edgelm.runtime.sampling import TokenLogprob
 from edgelm.runtime.language_model import LanguageModel
 from edgelm.runtime.text_batch import TextBatch
@@ -51,7 +50,7 @@ class Job:
     stop: tuple[str, ...]
     sink: Callable[[Event], None]  # must be thread-safe and must not block
     index: int = 0
-    grammar: SchemaGrammar | None = None  # response_format: each row follows this JSON schema
+    grammar: RuleSource | None = None  # response_format's JSON schema, or the tools' calls: each row follows it
     logprobs: int | None = None  # record each token's logprob and this many alternatives
     arrived: float = field(default_factory=time.perf_counter)
     cancelled: bool = False

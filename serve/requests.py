@@ -1,7 +1,7 @@
 """Request bodies of the OpenAI API (and the /v1/rerank body Cohere and Jina use), checked field by field into typed requests.
 
 Every problem is a 400 naming the field (`param`) in OpenAI's error body; fields this server does
-not implement are refused by name when they would change the answer (tools, echo, logit_bias),
+not implement are refused by name when they would change the answer (functions, echo, logit_bias),
 and ignored when they only tune an OpenAI-side feature (user, store, metadata).
 Sampling ranges are OpenAI's (temperature 0..2, top_p in (0, 1]); an unset field takes the bundle's
 generation defaults, as `LanguageModel.generate` does.
@@ -13,15 +13,16 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from edgelm.errors import GenerationError
 from edgelm.runtime.json_schema import JSON_OBJECT
 from edgelm.runtime.sampling import MAX_TOP_LOGPROBS
+from edgelm.runtime.tools import ToolSet
 from edgelm.serve.errors import bad_request
 
 MAX_STOPS = 4  # OpenAI's limit on stop strings
 MAX_N = 128  # OpenAI's limit on choices per prompt
 ROLES = {"system", "user", "assistant", "tool", "developer"}  # developer is OpenAI's newer name for system
 UNSUPPORTED = {  # field -> value that is fine (anything else gets a 400)
-    "tools": (None, []), "tool_choice": (None, "none"),
     "functions": (None, []), "echo": (None, False), "suffix": (None, ""), "best_of": (None, 1),
     "logit_bias": (None, {}),
 }
@@ -42,6 +43,7 @@ class GenerationRequest:
     include_usage: bool
     json_schema: dict | None = None  # response_format json_schema's schema (json_object: any object)
     n: int = 1  # choices per prompt
+    tools: ToolSet | None = None  # the functions a reply may call (chat only)
     logprobs: int | None = None  # None: off; else each token's logprob and this many alternatives
 
 
@@ -138,7 +140,23 @@ def _generation(body: dict, prompts: list[Any], chat: bool) -> GenerationRequest
         seed=_whole(body, "seed", low=None),
         stop=_stops(body.get("stop")), stream=stream, include_usage=include_usage,
         json_schema=_response_schema(body.get("response_format")), n=n, logprobs=_logprobs(body, chat),
+        tools=_tools(body) if chat else _no_tools(body),
     )
+
+
+def _no_tools(body: dict) -> None:
+    if body.get("tools") or body.get("tool_choice") not in (None, "none"):
+        raise bad_request("'tools' work on /v1/chat/completions (the chat template renders them)", "tools")
+
+
+def _tools(body: dict) -> ToolSet | None:
+    try:
+        toolset = ToolSet.of(body.get("tools"), body.get("tool_choice"), body.get("parallel_tool_calls", True))
+    except GenerationError as e:
+        raise bad_request(str(e), "tool_choice" if "tool_choice" in str(e) else "tools") from None
+    if toolset is not None and body.get("response_format") not in (None, {"type": "text"}):
+        raise bad_request("'response_format' and 'tools' together are not supported; send one", "response_format")
+    return toolset
 
 
 def _logprobs(body: dict, chat: bool) -> int | None:
@@ -176,18 +194,29 @@ def _response_schema(fmt: Any) -> dict | None:
                       "{\"type\": \"json_schema\", \"json_schema\": {\"name\": ..., \"schema\": {...}}}", "response_format")
 
 
-def _message(m: Any, i: int) -> dict[str, str]:
-    """One chat message; content as a string or a list of text parts (OpenAI's two shapes)."""
+def _message(m: Any, i: int) -> dict[str, Any]:
+    """One chat message; content as a string or a list of text parts (OpenAI's two shapes). An assistant message
+    that called tools keeps its tool_calls (its content may be null); a tool message its tool_call_id."""
     if not isinstance(m, dict) or m.get("role") not in ROLES:
         raise bad_request(f"messages[{i}] must be an object with a role in {', '.join(sorted(ROLES))}", "messages")
+    calls = m.get("tool_calls") if m["role"] == "assistant" else None
+    if calls is not None and (not isinstance(calls, list) or not all(isinstance(c, dict) for c in calls)):
+        raise bad_request(f"messages[{i}].tool_calls must be a list of tool calls", "messages")
     content = m.get("content")
+    if calls and content is None:
+        return {"role": "assistant", "content": None, "tool_calls": calls}
     if isinstance(content, list):
         if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in content):
             raise bad_request(f"messages[{i}].content parts must all be {{\"type\": \"text\", \"text\": ...}}", "messages")
         content = "".join(p["text"] for p in content)
     if not isinstance(content, str):
         raise bad_request(f"messages[{i}].content must be a string or a list of text parts", "messages")
-    return {"role": "system" if m["role"] == "developer" else m["role"], "content": content}
+    message = {"role": "system" if m["role"] == "developer" else m["role"], "content": content}
+    if calls:
+        message["tool_calls"] = calls
+    if m["role"] == "tool" and isinstance(m.get("tool_call_id"), str):
+        message["tool_call_id"] = m["tool_call_id"]
+    return message
 
 
 def _refuse_unsupported(body: dict) -> None:

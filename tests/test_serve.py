@@ -358,6 +358,51 @@ def test_logprobs_are_the_runtimes_and_their_tokens_spell_the_text(server, lm):
     assert chat(server, messages, max_tokens=4, temperature=0).choices[0].logprobs is None
 
 
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "The current weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 40},
+                                                    "unit": {"enum": ["celsius", "fahrenheit"]}},
+                   "required": ["city", "unit"], "additionalProperties": False}}}
+
+
+def test_an_agent_loop_calls_a_tool_gets_its_answer_and_replies(server, lm):
+    """The official client's agent loop: a forced call with arguments that validate (streamed or not), the tool's
+    answer as a tool message, and a final reply in text."""
+    import jsonschema
+
+    messages = [{"role": "user", "content": "What is the weather in Paris right now?"}]
+    got = chat(server, messages, tools=[WEATHER], tool_choice="required", parallel_tool_calls=False, max_tokens=64, temperature=0)
+    choice = got.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    [call] = choice.message.tool_calls
+    assert call.type == "function" and call.function.name == "get_weather" and call.id.startswith("call_")
+    arguments = json.loads(call.function.arguments)
+    jsonschema.validate(arguments, WEATHER["function"]["parameters"])
+    want = lm.complete([messages], tools=[WEATHER], tool_choice="required", max_new_tokens=64, temperature=0)[0]
+    assert json.loads(want.tool_calls[0].arguments) == arguments  # the runtime makes the same call
+    chunks = list(server.client().chat.completions.create(model="smol", messages=messages, tools=[WEATHER], stream=True,
+                                                          tool_choice={"type": "function", "function": {"name": "get_weather"}},
+                                                          parallel_tool_calls=False, max_tokens=64, temperature=0))
+    deltas = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
+    assert [(d.index, d.function.name, json.loads(d.function.arguments)) for d in deltas] == [(0, "get_weather", arguments)]
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+    assert all(not (c.choices and c.choices[0].delta.content) for c in chunks)
+    messages += [choice.message.model_dump(exclude_none=True),
+                 {"role": "tool", "tool_call_id": call.id, "content": json.dumps({"temperature": 18, "sky": "sunny"})}]
+    final = chat(server, messages, tools=[WEATHER], tool_choice="none", max_tokens=48, temperature=0).choices[0]
+    assert final.finish_reason in ("stop", "length") and final.message.tool_calls is None
+    assert final.message.content and final.message.content == lm.generate(messages, max_new_tokens=48, temperature=0)
+
+
+def test_tool_mistakes_get_a_400_naming_the_field(server):
+    for body, param in (({"tools": [{"type": "function", "function": {"name": "bad name"}}]}, "tools"),
+                        ({"tools": [WEATHER], "tool_choice": "always"}, "tool_choice"),
+                        ({"tools": [WEATHER], "response_format": {"type": "json_object"}}, "response_format")):
+        response = server.post("/v1/chat/completions", {"model": "smol", "messages": CHAT[0], **body})
+        assert_error_body(response, 400, param)
+    assert_error_body(server.post("/v1/completions", {"model": "smol", "prompt": "Hi", "tools": [WEATHER]}), 400, "tools")
+
+
 def test_health_and_metrics_answer_without_a_key(server):
     health = httpx.get(server.url + "/health", timeout=10)
     assert health.status_code == 200 and health.json() == {"status": "ok", "models": ["minilm", "smol", "tiny"]}

@@ -1,0 +1,193 @@
+"""Tool calls (runtime/tools.py): definitions checked, prompts prepared, replies parsed, and calls kept valid by
+constrained decoding on a tiny random model (whose choices are as far from a valid call as text gets).
+
+The server's side (the official openai client, an agent loop on SmolLM2): tests/test_serve.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from edgelm.errors import GenerationError
+from edgelm.runtime import load
+from edgelm.runtime.chat_template import knows_tools, render_chat
+from edgelm.runtime.text_batch import TextBatch
+from edgelm.runtime.tools import CLOSE, OPEN, ToolSet, ToolText
+from tests.test_json_schema import leaf, objects
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "The weather in a city now",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20},
+                                                    "unit": {"enum": ["celsius", "fahrenheit"]}},
+                   "required": ["city", "unit"], "additionalProperties": False}}}
+TIME = {"type": "function", "function": {"name": "get_time", "parameters": {
+    "type": "object", "properties": {"zone": {"type": "string", "maxLength": 8}}, "required": ["zone"], "additionalProperties": False}}}
+ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+# A Hermes-style template that renders tools itself, as Qwen 2.5's does (written here for the test).
+HERMES = """{%- if tools %}<|im_start|>system
+# Tools
+<tools>
+{%- for tool in tools %}
+{{ tool | tojson }}
+{%- endfor %}
+</tools><|im_end|>
+{% endif %}
+{%- for message in messages %}
+{%- if message.role == "assistant" and message.tool_calls %}<|im_start|>assistant
+{%- for call in message.tool_calls %}
+<tool_call>
+{"name": "{{ call.function.name }}", "arguments": {{ call.function.arguments | tojson }}}
+</tool_call>
+{%- endfor %}<|im_end|>
+{% elif message.role == "tool" %}<|im_start|>user
+<tool_response>
+{{ message.content }}
+</tool_response><|im_end|>
+{% else %}<|im_start|>{{ message.role }}
+{{ message.content }}<|im_end|>
+{% endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}<|im_start|>assistant
+{% endif %}"""
+
+
+@pytest.fixture(scope="module")
+def lm(bundles):
+    return load(bundles("llama")[0], provider="cpu")
+
+
+# -- definitions and prompts ---------------------------------------------------------------------
+@pytest.mark.parametrize("tools, choice, named", [
+    ([{"type": "function"}], None, r"tools\[0\] must be"),
+    ([{"type": "function", "function": {"name": "a b"}}], None, "name must be"),
+    ([WEATHER, WEATHER], None, "twice"),
+    ([WEATHER], "sometimes", "tool_choice must be"),
+    ([WEATHER], {"type": "function", "function": {"name": "nope"}}, "not in tools"),
+    (None, "required", "tool_choice needs tools"),
+])
+def test_bad_tool_definitions_are_refused_by_name(tools, choice, named):
+    with pytest.raises(GenerationError, match=named):
+        ToolSet.of(tools, choice)
+
+
+def test_none_turns_tools_off_and_a_named_choice_is_that_function():
+    assert ToolSet.of([WEATHER], "none") is None
+    assert ToolSet.of([WEATHER, TIME], {"type": "function", "function": {"name": "get_time"}}).choice == "get_time"
+
+
+def test_a_template_without_tools_gets_them_in_the_system_message_and_history_as_text():
+    toolset = ToolSet.of([WEATHER])
+    history = [{"role": "system", "content": "Be brief."}, *ASK,
+               {"role": "assistant", "content": None, "tool_calls": [
+                   {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+               {"role": "tool", "tool_call_id": "call_1", "content": "18 C, sunny"}]
+    prepared = toolset.prepare(history, template_knows_tools=False)
+    assert prepared[0]["content"].startswith("Be brief.\n\n# Tools") and '"name": "get_weather"' in prepared[0]["content"]
+    assert prepared[2] == {"role": "assistant", "content": f'{OPEN}\n{{"name": "get_weather", "arguments": {{"city": "Paris"}}}}\n{CLOSE}'}
+    assert prepared[3] == {"role": "user", "content": "<tool_response>\n18 C, sunny\n</tool_response>"}
+
+
+def test_a_template_that_renders_tools_gets_them_and_calls_with_arguments_as_objects():
+    assert knows_tools(HERMES) and not knows_tools("{% for m in messages %}{{ m.content }}{% endfor %}")
+    toolset = ToolSet.of([WEATHER])
+    history = [*ASK, {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+        {"role": "tool", "tool_call_id": "c", "content": "18 C"}]
+    text = render_chat(HERMES, toolset.prepare(history, True), {}, True, list(toolset.tools))
+    assert '"name": "get_weather", "description": "The weather in a city now"' in text
+    assert f'{OPEN}\n{{"name": "get_weather", "arguments": {{"city": "Paris"}}}}\n{CLOSE}' in text
+    assert "<tool_response>\n18 C\n</tool_response>" in text and text.endswith("<|im_start|>assistant\n")
+
+
+# -- replies -------------------------------------------------------------------------------------
+def test_a_reply_splits_into_its_text_and_its_calls():
+    toolset = ToolSet.of([WEATHER, TIME])
+    content, calls = toolset.parse(f'Let me check. {OPEN}\n{{"name": "get_weather", "arguments": {{"city": "Oslo"}}}}\n{CLOSE}'
+                                   f'\n{OPEN}\n{{"name": "get_time", "arguments": {{"zone": "CET"}}}}\n{CLOSE}')
+    assert content == "Let me check."
+    assert [(c.name, json.loads(c.arguments)) for c in calls] == [("get_weather", {"city": "Oslo"}), ("get_time", {"zone": "CET"})]
+    assert len({c.id for c in calls}) == 2 and all(c.id.startswith("call_") for c in calls)
+    assert toolset.parse("No calls here.") == ("No calls here.", [])
+    assert toolset.parse(f"{OPEN} not json {CLOSE}") == (f"{OPEN} not json {CLOSE}", [])
+    assert len(ToolSet.of([WEATHER], parallel=False).parse(f"{OPEN}{{\"name\": \"a\", \"arguments\": {{}}}}{CLOSE}" * 2)[1]) == 1
+
+
+@pytest.mark.parametrize("cut", range(1, 12))
+def test_streamed_text_stops_where_a_call_begins_however_the_pieces_fall(cut):
+    reply = f'Checking now. {OPEN}\n{{"name": "get_weather"}}\n{CLOSE}'
+    shown = ToolText()
+    pieces = [reply[i:i + cut] for i in range(0, len(reply), cut)]
+    text = "".join(shown.feed(p) for p in pieces) + shown.finish()
+    assert text == "Checking now." and shown.calling
+    plain = ToolText()
+    assert "".join(plain.feed(p) for p in ["a <tool", " b <", "to"]) + plain.finish() == "a <tool b <to"
+
+
+# -- decoding ------------------------------------------------------------------------------------
+PARAMETERS = objects(leaf())
+
+
+def decode(lm, toolset: ToolSet, seeds: list[int], max_new_tokens: int = 110):
+    """Rows of a short prompt under TOOLSET's constraint (the tiny model's 128-token context holds no rendered tool
+    list: rendering is tested above and on SmolLM2), parsed as the runtime parses replies."""
+    batch = TextBatch(lm, slots=len(seeds))
+    grammar = toolset.grammar(lm.vocabulary())
+    rows = [batch.add(lm.encode("Do it:"), lm.params(max_new_tokens=max_new_tokens, temperature=1.0, seed=s),
+                      rule=grammar.rule()) for s in seeds]
+    while batch.running:
+        batch.step()
+    return [(batch.finish_reason(r), *toolset.parse(batch.text(r))) for r in rows]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(parameters=PARAMETERS, seed=st.integers(0, 2**16), named=st.booleans())
+def test_required_and_named_calls_always_have_arguments_that_validate(lm, parameters, seed, named):
+    tool = {"type": "function", "function": {"name": "act", "parameters": parameters}}
+    choice = {"type": "function", "function": {"name": "act"}} if named else "required"
+    [(reason, text, calls)] = decode(lm, ToolSet.of([tool, TIME], choice), [seed])
+    if reason in ("length", "context"):  # cut by the tiny model's 128-token context: nothing to check
+        return
+    assert reason == "eos" and text == "" and calls
+    for call in calls:
+        assert call.name == "act" or (not named and call.name == "get_time")
+        schema = parameters if call.name == "act" else TIME["function"]["parameters"]
+        jsonschema.validate(json.loads(call.arguments), schema)
+
+
+def test_forced_calls_end_on_their_own(lm):
+    """The property above is not vacuous: bounded parameters give whole calls, and one call without parallel_tool_calls."""
+    single = decode(lm, ToolSet.of([WEATHER], "required", parallel=False), list(range(6)))
+    several = decode(lm, ToolSet.of([WEATHER], "required"), list(range(6)))  # a random model may go on calling
+    assert [reason for reason, _, _ in single] == ["eos"] * 6 and any(reason == "eos" for reason, _, _ in several)
+    for reason, text, calls in single + several:
+        assert text == "" and len(calls) >= 1
+        for call in calls:
+            jsonschema.validate(json.loads(call.arguments), WEATHER["function"]["parameters"])
+    assert all(len(calls) == 1 for _, _, calls in single)
+
+
+def test_auto_is_free_text_until_a_call_starts_then_the_call_is_constrained_until_it_closes(lm):
+    vocab = lm.vocabulary()
+    rule = ToolSet.of([WEATHER]).grammar(vocab).rule()
+    scores = np.zeros((1, lm.graph.vocab_size), dtype=np.float32)
+    assert np.isfinite(rule.restrict(scores.copy())).all()  # free text: nothing masked
+    for token in lm.tokenizer.encode("Let me look. " + OPEN, add_special_tokens=False).ids:
+        rule.consume(token)
+    allowed = np.isfinite(rule.restrict(scores.copy())[0])
+    assert 0 < allowed.sum() < 50  # inside the call: only what can begin '\n{"name": ...' or '{"name": ...'
+    call = '\n{"name": "get_weather", "arguments": {"city": "Oslo", "unit": "celsius"}}\n' + CLOSE
+    for token in lm.tokenizer.encode(call, add_special_tokens=False).ids:
+        assert np.isfinite(rule.restrict(scores.copy())[0, token]), token
+        rule.consume(token)
+    assert np.isfinite(rule.restrict(scores.copy())).all()  # closed: free again
+    with pytest.raises(GenerationError):
+        rule2 = ToolSet.of([WEATHER]).grammar(vocab).rule()
+        for token in lm.tokenizer.encode(OPEN + '\n{"name": "get_time"', add_special_tokens=False).ids:
+            rule2.consume(token)
