@@ -11,7 +11,10 @@ STAMP := $(VENV)/.installed
 # The Node.js client's packages, from its lockfile (npm writes this file on every install).
 NODE_STAMP := clients/node/node_modules/.package-lock.json
 
-.PHONY: demo test soak models install node clean
+# Debian's chromium for the chat page's browser test (Playwright drives it; its own browser downloads are not reachable).
+CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: demo test soak models install node browser clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,13 +32,18 @@ $(NODE_STAMP): clients/node/package.json clients/node/package-lock.json
 
 node: $(NODE_STAMP)
 
+$(CHROMIUM):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium > /dev/null
+
+browser: $(CHROMIUM)
+
 models: $(STAMP)
 	$(BIN)/python scripts/fetch_models.py $(MODELS)
 
 demo: models
 	$(BIN)/python scripts/pipeline.py --models $(MODELS) --out out
 
-test: models node
+test: models node browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 # The long soak (about 15 minutes; not part of CI): 2,000 generate calls and a 4,000-token generation on

@@ -427,6 +427,12 @@ def batch_cmd(bundle: Path, input_path: Path, output: Path, column: str, task: s
               help="Largest request body in bytes; more gets 413.")
 @click.option("--drain-timeout", type=click.FloatRange(min=0), default=ServeOptions.drain_timeout, show_default=True,
               help="Seconds SIGTERM waits for in-flight requests before stopping.")
+@click.option("--cache-mb", type=click.IntRange(min=0), default=ServeOptions.cache_mb,
+              help="Host memory per decoder bundle for prompt prefixes kept beyond the --max-batch slots, so a chat's "
+                   "next turn prefills only its new messages (0: off) [default: 8,192 tokens' keys, at most 256].")
+@click.option("--chunked-prefill/--no-chunked-prefill", default=ServeOptions.chunked_prefill, show_default=True,
+              help="Prefill a prompt that arrives while others decode in chunks between their steps, so their "
+                   "streams keep flowing (--no-chunked-prefill: prefill it whole at once).")
 @runtime_options
 @one_line_errors
 def serve_cmd(bundles: tuple[Path, ...], names: tuple[str, ...], **options):

@@ -35,6 +35,7 @@ buffers; on a device the row prefills).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -44,11 +45,18 @@ import numpy as np
 from edgelm.errors import GenerationError
 from edgelm.runtime.decoder import DecoderGraph
 from edgelm.runtime.kv_cache import KVCache
+from edgelm.runtime.prefix_pool import Prefix, PrefixPool, common_prefix
 from edgelm.runtime.sampling import (MAX_TOP_LOGPROBS, Sampler, TokenLogprob, apply_repetition_penalty, check_sampling,
                                      make_sampler, token_logprob)
 
-# Why a row finished; FREE: an open batch's slot that holds no sequence.
-EOS, LENGTH, CONTEXT, STOP, FREE = "eos", "length", "context", "stop", "free"
+# Why a row finished; FREE: an open batch's slot that holds no sequence; PREFILL: a row whose prompt is still
+# being prefilled, in chunks between steps (an open batch with interleave=True).
+EOS, LENGTH, CONTEXT, STOP, FREE, PREFILL = "eos", "length", "context", "stop", "free", "prefill"
+# Chunked prefill: while rows decode, a new row's prompt runs in chunks between steps, each sized (from the step
+# time and prefill speed measured as the batch runs) to take about PREFILL_SHARE steps, so a running row waits about
+# 1 + PREFILL_SHARE steps for its next token instead of the whole prompt's prefill. docs/benchmarks.md, "Serving".
+PREFILL_SHARE = 3.0
+MIN_CHUNK, MAX_CHUNK = 32, 512
 # A free slot's kept prefix is taken over the lowest free slot only when it saves at least this many tokens of
 # prefill: a higher slot widens every step of the batch (a step runs the slots up to the highest in use).
 MIN_REUSE = 64
@@ -154,8 +162,14 @@ class Generator:
         self._pending: np.ndarray | None = None  # (batch,) chosen, not yet fed to the graph
         self._filler = np.zeros(0, dtype=bool)  # (batch,) pending entries that are pad for finished rows
         self._kept: dict[int, list[int]] = {}  # open batch: free slot -> the tokens its cache still holds
+        self.pool: PrefixPool | None = None  # open(pool_bytes=...): prefixes kept beyond the slots
         self.prefix_hits = 0  # rows that reused a kept prefix, and the prompt tokens they did not prefill
         self.reused_tokens = 0
+        self._interleave = False  # open(interleave=True): prompts that arrive while rows decode prefill in chunks
+        self._queue: list[int] = []  # rows prefilling, first come first served
+        self._todo: dict[int, list[int]] = {}  # row -> prompt ids not run yet
+        self._step_seconds: float | None = None  # measured: one decode step, and prefill tokens per second
+        self._prefill_rate: float | None = None
 
     # -- feeding ---------------------------------------------------------------------------
     def append_tokens(self, tokens: Sequence[int] | Sequence[Sequence[int]]) -> None:
@@ -197,16 +211,22 @@ class Generator:
 
     @classmethod
     def open(cls, graph: DecoderGraph, params: GeneratorParams, max_context: int, slots: int,
-             eos: tuple[int, ...] = (), pad: int | None = None, capacity: int | None = None) -> "Generator":
+             eos: tuple[int, ...] = (), pad: int | None = None, capacity: int | None = None,
+             interleave: bool = False, pool_bytes: int = 0) -> "Generator":
         """An empty batch of SLOTS rows that sequences join (`add_row`) and leave (`release_row`) while it decodes.
 
-        CAPACITY: tokens a row is expected to hold (room is made for it at once; the cache grows past it)."""
+        CAPACITY: tokens a row is expected to hold (room is made for it at once; the cache grows past it).
+        INTERLEAVE: a row added while others decode is prefilled in chunks between steps (a server: running
+        streams keep receiving tokens); otherwise add_row prefills it at once. POOL_BYTES: keep the prefixes of
+        slots taken by other rows in host memory up to this many bytes (runtime/prefix_pool.py)."""
         gen = cls(graph, params, max_context, eos, pad)
+        gen._interleave = interleave
         gen._cache = graph.new_cache(slots=slots, **({"capacity": min(capacity, max_context)} if capacity else {}))
         gen._rows = [[] for _ in range(slots)]
         gen._prompt_lengths = [0] * slots
         gen._reasons = [FREE] * slots
         gen._open = True
+        gen.pool = PrefixPool(pool_bytes) if pool_bytes and gen._cache.can_copy else None
         gen._logits = np.zeros((slots, graph.vocab_size), dtype=np.float32)
         return gen
 
@@ -235,8 +255,15 @@ class Generator:
                                   f"{self.max_context}; shorten it")
         row, reuse = self._slot_for(ids, free)
         source, copied = self._copy_source(ids, row, reuse)
+        pooled, restored = self.pool.best(ids, len(ids) - 1) if self.pool is not None else (None, 0)
+        if self.pool is not None and len(self._kept.get(row, ())) >= MIN_REUSE and reuse < len(self._kept[row]):
+            self._save_kept(row)  # what the slot holds would be lost: keep it in the pool
         params = params or self.params
-        if source is not None:
+        if pooled is not None and restored >= max(reuse, copied) + MIN_COPY:
+            self._cache.write_prefix(row, pooled.keys, ids[:restored], pooled.rotated_long)
+            reuse = restored
+            self.pool.hits += 1
+        elif source is not None:
             self._cache.copy_prefix(source, row, copied)
             reuse = copied
         elif reuse:
@@ -246,8 +273,13 @@ class Generator:
         if reuse:
             self.prefix_hits, self.reused_tokens = self.prefix_hits + 1, self.reused_tokens + reuse
         self._kept.pop(row, None)
-        self._logits[row] = self.graph.extend(self._cache, row, ids[reuse:])[-1]  # (vocab,) after the prompt
-        self._rows[row], self._prompt_lengths[row], self._reasons[row] = list(ids), len(ids), None
+        self._rows[row], self._prompt_lengths[row] = list(ids), len(ids)
+        if self._interleave and (self.running() or self._queue):  # others decode: run it between their steps
+            self._reasons[row], self._todo[row] = PREFILL, ids[reuse:]
+            self._queue.append(row)
+        else:
+            self._logits[row] = self._prefill(row, ids[reuse:])  # (vocab,) after the prompt
+            self._reasons[row] = None
         self._own[row] = (params, _sampler(params))
         if rule is not None:
             self._rules[row] = rule
@@ -259,10 +291,15 @@ class Generator:
 
     def _slot_for(self, ids: list[int], free: list[int]) -> tuple[int, int]:
         """The free slot for a new row of IDS and how many of its first tokens that slot's cache already holds."""
-        reuse = {i: _common_prefix(self._kept.get(i, ()), ids, len(ids) - 1) for i in free}  # one token must run
+        reuse = {i: common_prefix(self._kept.get(i, ()), ids, len(ids) - 1) for i in free}  # one token must run
         best = max(free, key=lambda i: (reuse[i], -i))
         row = best if reuse[best] >= MIN_REUSE else free[0]
         return row, reuse[row]
+
+    def _save_kept(self, row: int) -> None:
+        tokens = self._kept[row]
+        keys = self._cache.read_prefix(row, len(tokens))
+        self.pool.put(Prefix(tuple(tokens), keys, self._cache.rotated_long(row)))
 
     def _copy_source(self, ids: list[int], row: int, reuse: int) -> tuple[int | None, int]:
         """Another slot holding a longer prefix of IDS than ROW's own REUSE tokens, and how many it holds."""
@@ -272,7 +309,7 @@ class Generator:
         held.update((i, kept) for i, kept in self._kept.items() if i != row)
         best, most = None, reuse
         for i, tokens in held.items():
-            n = _common_prefix(tokens, ids, len(ids) - 1)  # one token must run
+            n = common_prefix(tokens, ids, len(ids) - 1)  # one token must run
             if n >= most + MIN_COPY and n > 0:
                 best, most = i, n
         return best, most
@@ -287,6 +324,9 @@ class Generator:
         held = min(int(self._cache.lengths[row]), self._cache.max_positions - 1)  # a free slot's filler writes past it
         self._cache.trim(row, held)
         self._kept[row] = self._rows[row][:held]
+        if row in self._todo:  # abandoned while its prompt was prefilling
+            self._queue.remove(row)
+            del self._todo[row]
         self._reasons[row] = FREE
         self._rows[row], self._prompt_lengths[row] = [], 0
         self._own.pop(row, None)
@@ -310,6 +350,40 @@ class Generator:
         if any(t >= vocab for row in rows for t in row):
             raise GenerationError(f"{caller} got a token id >= the vocabulary size {vocab}; encode with the bundle's tokenizer")
 
+    def _prefill(self, row: int, ids: list[int]) -> np.ndarray:
+        """Run IDS after what ROW holds; (vocab,) logits after the last. Measures the prefill speed."""
+        start = time.perf_counter()
+        logits = self.graph.extend(self._cache, row, ids)[-1]
+        rate = len(ids) / max(time.perf_counter() - start, 1e-6)
+        self._prefill_rate = rate if self._prefill_rate is None else 0.7 * self._prefill_rate + 0.3 * rate
+        return logits
+
+    def _advance_prefill(self) -> None:
+        """Prefill queued prompts: one chunk's worth while rows decode, else the first prompt whole."""
+        if not self._queue:
+            return
+        budget = self._chunk_tokens() if self.running() else None  # nobody waits on a step: no need to yield
+        while self._queue and (budget is None or budget > 0):
+            row = self._queue[0]
+            todo = self._todo[row]
+            take = todo if budget is None else todo[:budget]
+            logits = self._prefill(row, take)
+            del todo[:len(take)]
+            if budget is not None:
+                budget -= len(take)
+            if not todo:  # its prompt is in the cache: it gets a token at this step
+                self._queue.pop(0)
+                del self._todo[row]
+                self._logits[row], self._reasons[row] = logits, None
+                if budget is None:
+                    return
+
+    def _chunk_tokens(self) -> int:
+        """Prompt tokens to run between two steps: about PREFILL_SHARE steps' time at the measured prefill speed."""
+        if self._step_seconds is None or self._prefill_rate is None:
+            return 2 * MIN_CHUNK
+        return int(min(max(PREFILL_SHARE * self._step_seconds * self._prefill_rate, MIN_CHUNK), MAX_CHUNK))
+
     def _feed_pending(self) -> None:
         """Run the tokens chosen last step; finished rows are fed pad and keep their length.
 
@@ -329,7 +403,9 @@ class Generator:
             raise GenerationError("call append_tokens with the prompt before generate_next_token")
         if self.is_done():
             raise GenerationError("every row has finished; append_tokens to continue, or start a new generator")
-        if self._pending is not None:
+        self._advance_prefill()
+        start, stepped = time.perf_counter(), self._pending is not None
+        if stepped:
             self._feed_pending()
         width = 1 + max(i for i, reason in enumerate(self._reasons) if reason != FREE)  # slots up to the last in use
         chosen = self._choose(width)
@@ -339,6 +415,9 @@ class Generator:
             self._rows[i].append(int(chosen[i]))
             self._reasons[i] = self._stop_reason(i, int(chosen[i]))
         self._pending = chosen
+        if stepped:  # what a running row waits for between two tokens, without prefill
+            took = time.perf_counter() - start
+            self._step_seconds = took if self._step_seconds is None else 0.7 * self._step_seconds + 0.3 * took
 
     def _choose(self, width: int) -> np.ndarray:
         """(width,) ids: every running row draws with its own options and sampler, so with a seed its tokens are
@@ -379,6 +458,9 @@ class Generator:
         the stop string) takes REASON too: what the caller saw is why its text ends.
         """
         self._check_row(row, "stop_row")
+        if self._reasons[row] == PREFILL:
+            self._queue.remove(row)
+            del self._todo[row]
         if self._reasons[row] != FREE:
             self._reasons[row] = reason
 
@@ -388,11 +470,16 @@ class Generator:
         return len(self._rows)
 
     def is_done(self) -> bool:
-        return self._cache is not None and all(r is not None for r in self._reasons)
+        return self._cache is not None and all(r not in (None, PREFILL) for r in self._reasons)
 
     def is_row_done(self, row: int) -> bool:
         self._check_row(row, "is_row_done")
-        return self._reasons[row] is not None
+        return self._reasons[row] not in (None, PREFILL)
+
+    def is_prefilling(self, row: int) -> bool:
+        """ROW's prompt is still being prefilled (interleaved with the others' steps): no token yet."""
+        self._check_row(row, "is_prefilling")
+        return self._reasons[row] == PREFILL
 
     def get_next_tokens(self) -> np.ndarray:
         """(batch,) ids chosen by the last step (pad for rows that had already finished)."""
@@ -427,9 +514,9 @@ class Generator:
         return self._logprobs.get(row, (0, []))[1][start:]
 
     def finish_reason(self, row: int) -> str | None:
-        """eos, length, context or stop; None while the row is running."""
+        """eos, length, context or stop; None while the row is running (or prefilling)."""
         self._check_row(row, "finish_reason")
-        return self._reasons[row]
+        return None if self._reasons[row] == PREFILL else self._reasons[row]
 
     # -- rewinding -------------------------------------------------------------------------
     def rewind_to(self, length: int) -> None:
@@ -481,15 +568,6 @@ def _sampler(params: GeneratorParams) -> Sampler:
 
 def _is_plain_greedy(params: GeneratorParams) -> bool:
     return params.temperature == 0 and params.repetition_penalty == 1.0
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int], limit: int) -> int:
-    """How many first tokens A and B share, at most LIMIT."""
-    n = min(len(a), len(b), limit)
-    if n <= 0:
-        return 0
-    differ = np.flatnonzero(np.asarray(a[:n]) != np.asarray(b[:n]))
-    return int(differ[0]) if differ.size else n
 
 
 def _is_id(t) -> bool:

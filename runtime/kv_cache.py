@@ -132,6 +132,27 @@ class KVCache:
             if source in self.stale or self.lengths[source] > self.switch >= n:
                 self.stale.add(row)  # keys rotated for long contexts, under the switch: run again before growing
 
+    def read_prefix(self, row: int, n: int) -> dict[str, np.ndarray]:
+        """Copies of ROW's first N positions: past input name -> (kv_heads, n, head_size)."""
+        return {name: self.buffers[name][row, :, :n].copy() for pair in self.layout.past_names() for name in pair}
+
+    def write_prefix(self, row: int, keys: dict[str, np.ndarray], tokens: list[int], rotated_long: bool = False) -> None:
+        """Make ROW hold TOKENS with these KEYS (read_prefix's, at least len(TOKENS) positions long)."""
+        n = len(tokens)
+        self.reserve(n)
+        for name, array in keys.items():
+            self.buffers[name][row, :, :n] = array[:, :n]
+        self.lengths[row] = n
+        if self.tokens is not None:
+            self.tokens[row] = list(tokens)
+            self.stale.discard(row)
+            if rotated_long and n <= self.switch:
+                self.stale.add(row)
+
+    def rotated_long(self, row: int) -> bool:
+        """LongRoPE: ROW's keys were computed past the switch (rotated for long contexts)."""
+        return self.tokens is not None and (row in self.stale or int(self.lengths[row]) > self.switch)
+
     def clear(self, row: int) -> None:
         """Empty ROW so that a new sequence can use its slot."""
         self.lengths[row] = 0

@@ -38,12 +38,16 @@ class Update:
 
 
 class TextBatch:
-    def __init__(self, lm: "LanguageModel", slots: int, capacity: int | None = None):
-        """SLOTS rows at most at once; CAPACITY: tokens a row is expected to hold (the cache grows past it)."""
+    def __init__(self, lm: "LanguageModel", slots: int, capacity: int | None = None, interleave: bool = False,
+                 pool_bytes: int = 0):
+        """SLOTS rows at most at once; CAPACITY: tokens a row is expected to hold (the cache grows past it).
+        INTERLEAVE: a row added while others decode is prefilled in chunks between their steps (a server).
+        POOL_BYTES: prefixes of slots taken by other rows kept in host memory up to this size."""
         special = lm.manifest.special_tokens
         self.lm = lm
         self.generator = Generator.open(lm.graph, lm.params(), lm.manifest.max_context, slots=slots,
-                                        eos=special.eos, pad=special.pad, capacity=capacity)
+                                        eos=special.eos, pad=special.pad, capacity=capacity, interleave=interleave,
+                                        pool_bytes=pool_bytes)
         self._texts: dict[int, TextRow] = {}  # row -> its text, until released
         self._live: list[int] = []  # rows still running
 
@@ -59,11 +63,14 @@ class TextBatch:
         return row
 
     def step(self) -> list[Update]:
-        """One token for every running row: an Update per row that was running (pieces may be empty)."""
+        """One token for every running row: an Update per row that was running (pieces may be empty); a row whose
+        prompt is still prefilling gets none."""
         gen = self.generator
         gen.generate_next_token()
         updates = []
         for row in list(self._live):
+            if gen.is_prefilling(row):  # its prompt is still running between steps: nothing to show yet
+                continue
             text = self._texts[row]
             piece, stopped = text.feed(gen.get_new_tokens(row))
             if not stopped and gen.finish_reason(row) is not None:  # its last token: any unfinished character,

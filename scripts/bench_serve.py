@@ -21,6 +21,12 @@ texts, each answer max_tokens 64), resending the whole history each turn as chat
 per turn, then the last turn's request again cold (after an unrelated request has taken the slot that held
 it). Both servers keep the previous turn's tokens: edgelm in the batch slot it ran in, llama-cpp-python in its
 one context.
+
+--long-prompt N: 8 clients stream long answers (greedy, max_tokens 400); once they decode steadily, a ninth
+client sends a prompt of ~N tokens (max_tokens 16). Per stream: its steady gap between two tokens (the median
+before the long prompt arrived) and its longest gap after; and the long request's time to first token. edgelm
+runs twice, with chunked prefill (the default) and with --no-chunked-prefill (the whole prompt prefilled at
+once). llama-cpp-python's server runs one request at a time, so it has no such case.
 """
 
 from __future__ import annotations
@@ -181,6 +187,58 @@ async def chat_turns(peer: Peer, turns: int, max_tokens: int) -> dict:
     return {"ttfts": ttfts, "cold": cold, "last_prompt_tokens": prompt}
 
 
+async def stream_gaps(client: httpx.AsyncClient, peer: Peer, prompt: str, max_tokens: int) -> list[float]:
+    """The times (perf_counter) of a streamed greedy request's content deltas."""
+    body = {"model": peer.model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
+            "temperature": 0, "stream": True}
+    times = []
+    async with client.stream("POST", peer.url + "/v1/chat/completions", json=body, timeout=600) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                if any((c.get("delta") or {}).get("content") for c in json.loads(line[6:]).get("choices") or []):
+                    times.append(time.perf_counter())
+    return times
+
+
+async def long_prompt(peer: Peer, tokens: int, streams: int = 8) -> dict:
+    """Streams' steady and longest gaps around a long prompt's arrival, and that prompt's time to first token."""
+    words = " ".join(chat_messages(12)).split()
+    text = " ".join(words[:int(tokens * 0.72)]) + "\nSummarize this in one sentence."  # ~1.4 tokens per word
+    limits = httpx.Limits(max_connections=streams + 4, max_keepalive_connections=streams + 4)
+    async with httpx.AsyncClient(limits=limits) as client:
+        runs = [asyncio.create_task(stream_gaps(client, peer, PROMPTS[i % len(PROMPTS)], 400)) for i in range(streams)]
+        await asyncio.sleep(4.0)  # every stream decoding
+        arrived = time.perf_counter()
+        ttft, _, prompt_tokens = await chat_request(client, peer, [{"role": "user", "content": text}], 16)
+        answered = arrived + ttft
+        times = await asyncio.gather(*runs)
+    steady, worst = [], []
+    for t in times:
+        gaps = [(b - a, b) for a, b in zip(t, t[1:])]
+        before = [g for g, end in gaps if end < arrived]
+        during = [g for g, end in gaps if arrived <= end <= answered + 0.5]
+        if before and during:
+            steady.append(statistics.median(before))
+            worst.append(max(during))
+    return {"steady_ms": 1000 * statistics.median(steady), "worst_ms": 1000 * max(worst),
+            "ratio": max(w / s for w, s in zip(worst, steady)), "ttft": ttft, "prompt_tokens": prompt_tokens}
+
+
+def render_long(rows: dict[str, dict], args) -> str:
+    tokens = next((r["prompt_tokens"] for r in rows.values() if r["prompt_tokens"]), "?")
+    lines = [f"### 8 streams decoding while a {tokens}-token prompt arrives", "",
+             f"Machine: {cpu()}. {args.threads} threads; 8 clients stream greedy answers (max_tokens 400), then a ninth "
+             f"sends a {tokens}-token prompt (max_tokens 16). Steady gap: a stream's median time between two tokens "
+             "before the long prompt; longest gap: its longest while the prompt prefills; the worst stream's ratio.",
+             f"Command: `python scripts/bench_serve.py {' '.join(sys.argv[1:])}`.", "",
+             "| server | steady gap | longest gap | longest / steady | long prompt's time to first token |",
+             "|---|---|---|---|---|"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {r['steady_ms']:.0f} ms | {r['worst_ms']:.0f} ms | **{r['ratio']:.1f}x** | {r['ttft']:.2f} s |")
+    return "\n".join(lines)
+
+
 def render_chat(rows: dict[str, dict], args) -> str:
     turns = args.chat_turns
     lines = [f"### A {turns}-turn chat, one client: time to first token as the history grows", "",
@@ -273,6 +331,7 @@ def main() -> None:
     p.add_argument("--max-batch", type=int, default=16)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--chat-turns", type=int, default=0, help="measure one client's multi-turn chat instead (see above)")
+    p.add_argument("--long-prompt", type=int, default=0, help="measure 8 streams while a prompt of N tokens arrives (see above)")
     p.add_argument("--write-docs", action="store_true")
     args = p.parse_args()
     levels = [int(c) for c in args.clients.split(",")]
@@ -283,6 +342,14 @@ def main() -> None:
         peers.append(Peer("llama.cpp", [args.llama_python, "-m", "llama_cpp.server", "--model", args.gguf, "--n_threads",
                                         str(args.threads), "--n_threads_batch", str(args.threads), "--model_alias", "smol",
                                         "--n_ctx", "2048", "--interrupt_requests", "False", "--port", "{port}"], "smol", False))
+    if args.long_prompt:
+        found = {}
+        for name, flag in (("edgelm, chunked prefill", "--chunked-prefill"), ("edgelm, --no-chunked-prefill", "--no-chunked-prefill")):
+            with Peer(name, peers[0].template + [flag], "smol", True) as peer:
+                found[name] = asyncio.run(long_prompt(peer, args.long_prompt))
+                console.print(f"{name}: {found[name]}")
+        print(render_long(found, args))
+        return
     if args.chat_turns:
         args.max_tokens = min(args.max_tokens, 64)
         chats = {}

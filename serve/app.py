@@ -3,6 +3,7 @@
     GET  /v1/models              POST /v1/chat/completions     POST /v1/completions
     POST /v1/embeddings          POST /v1/rerank (Cohere's and Jina's shape, serve/encoder_routes.py)
     GET  /health                 GET  /metrics (Prometheus text)
+    GET  /                       the chat page (serve/static/chat.html: plain HTML and JS, nothing from elsewhere)
 
 /v1/* need `Authorization: Bearer KEY` when the server has a key; /health and /metrics do not
 (probes and scrapers; the server binds to loopback unless told otherwise). Every refusal is
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.resources
 import json
 import logging
 import time
@@ -26,7 +28,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from edgelm.errors import EdgelmError
@@ -81,6 +83,7 @@ def create_app(served: list[Served], settings: Settings, metrics: Metrics) -> St
         Route("/v1/rerank", rerank, methods=["POST"]),
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics_text, methods=["GET"]),
+        Route("/", chat_page, methods=["GET"]),
     ]
     handlers = {APIError: _api_error, HTTPException: _http_error, Exception: _server_error}
     app = Starlette(routes=routes, exception_handlers=handlers, lifespan=_lifespan)
@@ -104,7 +107,8 @@ async def _lifespan(app: Starlette):
 # -- routes ------------------------------------------------------------------------------------
 async def list_models(request: Request) -> JSONResponse:
     guard(request)
-    data = [{"id": s.name, "object": "model", "created": s.created, "owned_by": "edgelm"} for s in request.app.state.served.values()]
+    data = [{"id": s.name, "object": "model", "created": s.created, "owned_by": "edgelm", "task": s.model.manifest.task}
+            for s in request.app.state.served.values()]  # task: which models the chat page offers
     return JSONResponse({"object": "list", "data": data})
 
 
@@ -114,6 +118,13 @@ async def health(request: Request) -> JSONResponse:
     status = "draining" if state.draining else "unhealthy" if dead else "ok"
     body = {"status": status, "models": sorted(state.served)}
     return JSONResponse(body, 200 if status == "ok" else 503)
+
+
+async def chat_page(request: Request) -> Response:
+    """The chat page; it needs no key itself (it asks the browser's user for one when the API does)."""
+    page = (importlib.resources.files("edgelm.serve") / "static" / "chat.html").read_text(encoding="utf-8")
+    return HTMLResponse(page, headers={"Content-Security-Policy": "default-src 'self'; style-src 'unsafe-inline'; "
+                                                                   "script-src 'unsafe-inline'"})
 
 
 async def metrics_text(request: Request) -> Response:
@@ -370,7 +381,7 @@ async def _server_error(request: Request, e: Exception) -> JSONResponse:
 
 
 # -- request counting --------------------------------------------------------------------------
-KNOWN = {"/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/rerank", "/health", "/metrics"}
+KNOWN = {"/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/rerank", "/health", "/metrics", "/"}
 
 
 class CountRequests:

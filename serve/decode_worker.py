@@ -1,8 +1,8 @@
 """Continuous batching for one decoder bundle: a thread that owns the runtime's open batch.
 
     worker.submit([Job(...)])       from the event loop; QueueFull when --max-queue jobs already wait
-    loop:  admit waiting jobs into free slots (prefill) -> one step for every running row ->
-           text pieces to each job's sink -> finished or cancelled jobs leave at once
+    loop:  admit waiting jobs into free slots -> one step for every running row (and one chunk of the prompts
+           that arrived while others decode) -> text pieces to each job's sink -> finished or cancelled jobs leave
 
 A job that arrives while others decode joins at the next step; one that finishes, or whose client
 went away (`cancel`), frees its slot before the next step, so a waiting job takes it. The thread
@@ -68,10 +68,11 @@ class _Running:
 
 
 class DecodeWorker(WorkerThread):
-    def __init__(self, name: str, lm: LanguageModel, max_batch: int, max_queue: int, metrics: Metrics):
+    def __init__(self, name: str, lm: LanguageModel, max_batch: int, max_queue: int, metrics: Metrics,
+                 chunked_prefill: bool = True, pool_bytes: int = 0):
         super().__init__("decode", name, max_queue, metrics)
         self.lm = lm
-        self.batch = TextBatch(lm, slots=max_batch)
+        self.batch = TextBatch(lm, slots=max_batch, interleave=chunked_prefill, pool_bytes=pool_bytes)
         self._eos = frozenset(lm.manifest.special_tokens.eos)  # not part of the text, so not of its logprobs (as OpenAI)
         self._running: dict[int, _Running] = {}
 
@@ -105,9 +106,16 @@ class DecodeWorker(WorkerThread):
             return
         self.metrics.prefix_hits.labels(self.name).inc(gen.prefix_hits - hits)
         self.metrics.reused_tokens.labels(self.name).inc(gen.reused_tokens - reused)
+        if gen.pool is not None:
+            self.metrics.pool_bytes.labels(self.name).set(gen.pool.bytes)
         self._running[row] = _Running(job, last=time.perf_counter())
 
     def _step(self) -> None:
+        for row, run in list(self._running.items()):  # a client gone while its prompt prefilled, or since the last step
+            if run.job.cancelled:
+                self._leave(row)
+        if not self._running:
+            return
         updates = self.batch.step()  # one token for every running row
         now = time.perf_counter()
         for update in updates:

@@ -38,6 +38,8 @@ class Options:
     provider: str = "auto"
     fast: bool = False  # hash only small files at load
     drain_timeout: float = 30.0
+    chunked_prefill: bool = True  # a prompt arriving while others decode prefills in chunks between their steps
+    cache_mb: int | None = None  # prefixes kept beyond the slots, per decoder bundle [default: pool_default_mb]
     verbose: bool = False  # print each model's provider and threads at start
 
 
@@ -62,12 +64,26 @@ def build(bundles: list[Path], names: list[str], options: Options):
     metrics, served = Metrics(), []
     for name, path in zip(chosen, bundles):
         model = load(path, provider=options.provider, threads=options.threads, fast=options.fast)
-        worker = (DecodeWorker(name, model, options.max_batch, options.max_queue, metrics) if isinstance(model, LanguageModel)
+        worker = (DecodeWorker(name, model, options.max_batch, options.max_queue, metrics, options.chunked_prefill,
+                               pool_bytes(model, options.cache_mb))
+                  if isinstance(model, LanguageModel)
                   else EmbedWorker(name, model, options.max_queue, metrics))
         served.append(Served(name, model, worker, int(time.time())))
     settings = Settings(api_key=options.api_key or None, max_tokens_cap=options.max_tokens_cap,
                         max_body_bytes=options.max_body_bytes)
     return create_app(served, settings, metrics)
+
+
+DEFAULT_POOL_TOKENS, DEFAULT_POOL_MB = 8192, 256
+
+
+def pool_bytes(lm, cache_mb: int | None) -> int:
+    """--cache-mb in bytes; by default room for 8,192 tokens of this bundle's keys and values, at most 256 MB."""
+    if cache_mb is not None:
+        return cache_mb * 2**20
+    layout = lm.manifest.kv_cache
+    per_token = layout.num_layers * 2 * layout.num_kv_heads * layout.head_size * {"float32": 4, "float16": 2, "int8": 1}[layout.dtype]
+    return min(DEFAULT_POOL_TOKENS * per_token, DEFAULT_POOL_MB * 2**20)
 
 
 def serve(bundles: list[Path], names: list[str], options: Options) -> None:

@@ -6,7 +6,9 @@
     edgelm_time_per_output_token_seconds{model}      edgelm_embedding_inputs_total{model}
     edgelm_rerank_pairs_total{model} (documents scored)
     edgelm_prefix_cache_hits_total{model}            edgelm_prefix_cache_tokens_reused_total{model}
-      (requests whose prompt began with tokens a free batch slot still held, and the prompt tokens not prefilled)
+      (requests whose prompt began with tokens the cache held: a free slot's, another row's, the prefix pool's;
+      and the prompt tokens not prefilled)
+    edgelm_prefix_pool_bytes{model} (host memory of prefixes kept beyond the slots, --cache-mb)
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ class Metrics:
                                      ["model"], registry=r)
         self.queue_depth = Gauge("edgelm_queue_depth", "Requests waiting for a batch slot", ["model"], registry=r)
         self.running = Gauge("edgelm_running_requests", "Requests in the running batch", ["model"], registry=r)
+        self.pool_bytes = Gauge("edgelm_prefix_pool_bytes", "Host memory holding prefixes beyond the batch's slots (--cache-mb)",
+                                ["model"], registry=r)
         self.ttft = Histogram("edgelm_time_to_first_token_seconds", "Arrival to first generated token", ["model"],
                               buckets=TTFT_BUCKETS, registry=r)
         self.per_token = Histogram("edgelm_time_per_output_token_seconds", "Time between a request's tokens", ["model"],

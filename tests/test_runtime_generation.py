@@ -581,6 +581,84 @@ def test_rows_starting_with_a_running_rows_prompt_copy_its_keys_and_get_what_the
     assert gen.get_new_tokens(short) == alone(lm, unlike, greedy)
 
 
+@pytest.mark.parametrize("family", [*FAMILIES, *tiny.registered("phi3")])
+def test_a_prompt_arriving_while_rows_decode_prefills_in_chunks_between_their_steps(lm_of, family, monkeypatch):
+    """Chunked prefill: the running rows get a token at every step while the new prompt runs 16 tokens per step;
+    then the new row decodes too, and every row's tokens equal a cold start's."""
+    import edgelm.runtime.generator as generator
+
+    monkeypatch.setattr(generator, "MIN_CHUNK", 16)
+    monkeypatch.setattr(generator, "MAX_CHUNK", 16)
+    lm = lm_of(family)
+    eos = lm.manifest.special_tokens.eos
+    params = GeneratorParams(max_new_tokens=12)
+    gen = Generator.open(lm.graph, params, lm.manifest.max_context, slots=3, eos=eos, interleave=True)
+    first = lm.encode(BATCH[2])
+    a = gen.add_row(first)
+    assert not gen.is_prefilling(a)  # nothing was decoding: prefilled at once
+    gen.generate_next_token()
+    long = lm.encode(prompt_of_about(lm, 70))
+    b = gen.add_row(long, GeneratorParams(max_new_tokens=8, temperature=0.9, seed=5))
+    assert gen.is_prefilling(b) and not gen.is_row_done(b) and gen.finish_reason(b) is None
+    steps = 0
+    while gen.is_prefilling(b):
+        before = len(gen.get_new_tokens(a))
+        gen.generate_next_token()
+        steps += 1
+        assert len(gen.get_new_tokens(a)) == before + 1 or gen.is_row_done(a)  # a never waits a step
+    assert steps == -(-len(long) // 16) - 1 or steps == -(-len(long) // 16)  # 16 tokens of the prompt per step
+    dropped = gen.add_row(lm.encode(PROMPTS[1]))
+    assert gen.is_prefilling(dropped)
+    gen.release_row(dropped)  # a client that leaves while its prompt prefills
+    while gen.running():
+        gen.generate_next_token()
+    assert gen.get_new_tokens(a) == alone(lm, first, params)
+    assert gen.get_new_tokens(b) == alone(lm, long, GeneratorParams(max_new_tokens=8, temperature=0.9, seed=5))
+
+
+@pytest.mark.parametrize("family", [*FAMILIES, *tiny.registered("phi3")])
+def test_a_prefix_whose_slot_was_taken_comes_back_from_the_pool(lm_of, family):
+    """More conversations than slots: the prefix a slot held goes to the pool when another row takes the slot, and
+    the conversation's next turn takes it back (prefilling only the rest), with a cold start's tokens."""
+    lm = lm_of(family)
+    eos = lm.manifest.special_tokens.eos
+    params = GeneratorParams(max_new_tokens=6)
+    gen = Generator.open(lm.graph, params, lm.manifest.max_context, slots=1, eos=eos, pool_bytes=2**30)
+    chat = lm.encode(prompt_of_about(lm, MIN_REUSE + 8))
+    row = gen.add_row(chat)
+    drain(gen, row)
+    sequence = gen.get_sequence(row)
+    gen.release_row(row)
+    other = gen.add_row(lm.encode(BATCH[2]))  # another conversation takes the only slot
+    reused = gen.reused_tokens
+    assert len(gen.pool) == 1 and reused <= 1  # a bos token in common at most
+    drain(gen, other)
+    gen.release_row(other)
+    turn = sequence + lm.encode(" Paris is the capital of France.")[1:]
+    row = gen.add_row(turn)
+    assert gen.pool.hits == 1 and gen.reused_tokens - reused == len(sequence) - 1
+    assert drain(gen, row) == alone(lm, turn, params)
+
+
+def test_the_prefix_pool_keeps_the_most_recent_within_its_budget_and_the_longest_of_a_chain():
+    from edgelm.runtime.prefix_pool import Prefix, PrefixPool
+
+    def prefix(tokens):
+        return Prefix(tuple(tokens), {"k": np.zeros((1, len(tokens), 4), dtype=np.float32)})  # 16 bytes a token
+
+    pool = PrefixPool(max_bytes=16 * 25)
+    pool.put(prefix(range(10)))
+    pool.put(prefix(range(12)))  # the same conversation, one turn later: replaces the shorter one
+    assert len(pool) == 1 and pool.bytes == 16 * 12
+    pool.put(prefix(range(100, 110)))
+    assert pool.best(list(range(12)) + [7], 100)[1] == 12  # used: now the most recent
+    pool.put(prefix(range(200, 210)))  # over budget: the least recently used (100..109) goes
+    assert pool.best(list(range(100, 110)), 100) == (None, 0) and len(pool) == 2
+    assert pool.best(list(range(200, 205)) + [0], 100)[1] == 5
+    pool.put(prefix(range(1000)))  # larger than the whole budget: not kept
+    assert len(pool) == 2
+
+
 def test_a_short_shared_start_takes_the_lowest_free_slot_and_a_released_full_context_row_is_reusable(lm_of):
     lm = lm_of("llama")
     params = GeneratorParams(max_new_tokens=200)

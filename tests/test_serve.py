@@ -213,6 +213,39 @@ def test_greedy_output_is_the_same_with_8_other_requests_in_flight(server, lm):
     assert got == want
 
 
+def test_a_long_prompt_arriving_mid_stream_prefills_between_steps_and_changes_no_answer(server, lm):
+    """Chunked prefill: a ~1,000-token prompt arrives while 3 streams decode; the streams keep receiving tokens
+    while it prefills (no gap near its whole prefill), and every answer equals the runtime's alone."""
+    long = [{"role": "user", "content": ("The kiosk in the station hums while trains come and go. " * 80) + "Summarize."}]
+    streams = [(CHAT[i], 96) for i in range(3)]
+    want = [lm.generate(m, max_new_tokens=n, temperature=0) for m, n in streams]
+    want_long = lm.generate(long, max_new_tokens=8, temperature=0)
+    start = time.perf_counter()
+    lm.generate(long, max_new_tokens=1, temperature=0)
+    whole_prefill = time.perf_counter() - start
+
+    def timed(job):
+        messages, n = job
+        stamps, text = [], []
+        for chunk in server.client().chat.completions.create(model="smol", messages=messages, max_tokens=n,
+                                                             temperature=0, stream=True):
+            if chunk.choices and chunk.choices[0].delta.content:
+                stamps.append(time.perf_counter())
+                text.append(chunk.choices[0].delta.content)
+        return "".join(text), stamps
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        running = [pool.submit(timed, job) for job in streams]
+        time.sleep(1.5)  # the streams are decoding
+        arrived = time.perf_counter()
+        got_long = chat(server, long, max_tokens=8, temperature=0).choices[0].message.content
+        answered = time.perf_counter()
+        results = [f.result() for f in running]
+    assert [text for text, _ in results] == want and got_long == want_long
+    gaps = [b - a for _, stamps in results for a, b in zip(stamps, stamps[1:]) if arrived <= b <= answered]
+    assert gaps and max(gaps) < 0.6 * whole_prefill  # without chunks one gap holds the whole prefill
+
+
 def test_embeddings_equal_encoder_embed_as_floats_and_base64(server, encoder):
     want = encoder.embed(SENTENCES)
     got = server.client().embeddings.create(model="minilm", input=SENTENCES)
@@ -403,13 +436,30 @@ def test_tool_mistakes_get_a_400_naming_the_field(server):
     assert_error_body(server.post("/v1/completions", {"model": "smol", "prompt": "Hi", "tools": [WEATHER]}), 400, "tools")
 
 
+def test_a_chat_whose_slot_was_taken_gets_its_prefix_back_from_the_pool(server, lm):
+    """More conversations than slots (--max-batch 4): four other requests take every slot, the chat's prefix moves to
+    the pool (--cache-mb's default), and its next turn prefills only what is new, answering as a cold start."""
+    system = {"role": "system", "content": "You answer questions about trains for a kiosk in Lyon station. " * 5}
+    turn = [system, {"role": "user", "content": "When does the first train to Paris leave?"}]
+    first = chat(server, turn, max_tokens=12, temperature=0).choices[0].message.content
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:  # every slot busy at once: the chat's slot is taken
+        list(pool.map(lambda m: chat(server, m, max_tokens=24, temperature=0), CHAT))
+    hits, reused = server.metric("edgelm_prefix_cache_hits_total"), server.metric("edgelm_prefix_cache_tokens_reused_total")
+    turn += [{"role": "assistant", "content": first}, {"role": "user", "content": "And the last one?"}]
+    got = chat(server, turn, max_tokens=12, temperature=0).choices[0].message.content
+    assert got == lm.generate(turn, max_new_tokens=12, temperature=0)
+    assert server.metric("edgelm_prefix_cache_hits_total") == hits + 1
+    assert server.metric("edgelm_prefix_cache_tokens_reused_total") - reused >= len(lm.encode(turn[:2]))
+    assert server.metric("edgelm_prefix_pool_bytes", 'model="smol"') > 0
+
+
 def test_health_and_metrics_answer_without_a_key(server):
     health = httpx.get(server.url + "/health", timeout=10)
     assert health.status_code == 200 and health.json() == {"status": "ok", "models": ["minilm", "smol", "tiny"]}
     text = httpx.get(server.url + "/metrics", timeout=10).text
     for name in ("edgelm_requests_total", "edgelm_prompt_tokens_total", "edgelm_completion_tokens_total", "edgelm_queue_depth",
                  "edgelm_time_to_first_token_seconds_bucket", "edgelm_time_per_output_token_seconds_bucket",
-                 "edgelm_prefix_cache_hits_total", "edgelm_prefix_cache_tokens_reused_total"):
+                 "edgelm_prefix_cache_hits_total", "edgelm_prefix_cache_tokens_reused_total", "edgelm_prefix_pool_bytes"):
         assert name in text
 
 
