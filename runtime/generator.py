@@ -52,10 +52,11 @@ from edgelm.runtime.sampling import (MAX_TOP_LOGPROBS, Sampler, TokenLogprob, ap
 # Why a row finished; FREE: an open batch's slot that holds no sequence; PREFILL: a row whose prompt is still
 # being prefilled, in chunks between steps (an open batch with interleave=True).
 EOS, LENGTH, CONTEXT, STOP, FREE, PREFILL = "eos", "length", "context", "stop", "free", "prefill"
-# Chunked prefill: while rows decode, a new row's prompt runs in chunks between steps, each sized (from the step
-# time and prefill speed measured as the batch runs) to take about PREFILL_SHARE steps, so a running row waits about
-# 1 + PREFILL_SHARE steps for its next token instead of the whole prompt's prefill. docs/benchmarks.md, "Serving".
-PREFILL_SHARE = 3.0
+# Chunked prefill: while rows decode, a new row's prompt runs in chunks between steps, each sized from what the batch
+# measures as it runs (its steady step time, its step time while a prompt prefills, the prefill speed) so that a
+# running row waits about GAP_TARGET steady steps for its next token instead of the whole prompt's prefill. A larger
+# target gives the new prompt its first token sooner (fewer, larger chunks); docs/benchmarks.md, "Serving".
+GAP_TARGET = 4.0
 MIN_CHUNK, MAX_CHUNK = 32, 512
 # A free slot's kept prefix is taken over the lowest free slot only when it saves at least this many tokens of
 # prefill: a higher slot widens every step of the batch (a step runs the slots up to the highest in use).
@@ -168,7 +169,8 @@ class Generator:
         self._interleave = False  # open(interleave=True): prompts that arrive while rows decode prefill in chunks
         self._queue: list[int] = []  # rows prefilling, first come first served
         self._todo: dict[int, list[int]] = {}  # row -> prompt ids not run yet
-        self._step_seconds: float | None = None  # measured: one decode step, and prefill tokens per second
+        self._step_seconds: float | None = None  # measured: one decode step, one while no prompt waits (steady),
+        self._steady_seconds: float | None = None  # and prefill tokens per second
         self._prefill_rate: float | None = None
 
     # -- feeding ---------------------------------------------------------------------------
@@ -277,6 +279,7 @@ class Generator:
         if self._interleave and (self.running() or self._queue):  # others decode: run it between their steps
             self._reasons[row], self._todo[row] = PREFILL, ids[reuse:]
             self._queue.append(row)
+            self._cache.reserve(min(len(ids) + params.max_new_tokens, self.max_context))  # one growth, not one per chunk
         else:
             self._logits[row] = self._prefill(row, ids[reuse:])  # (vocab,) after the prompt
             self._reasons[row] = None
@@ -354,8 +357,7 @@ class Generator:
         """Run IDS after what ROW holds; (vocab,) logits after the last. Measures the prefill speed."""
         start = time.perf_counter()
         logits = self.graph.extend(self._cache, row, ids)[-1]
-        rate = len(ids) / max(time.perf_counter() - start, 1e-6)
-        self._prefill_rate = rate if self._prefill_rate is None else 0.7 * self._prefill_rate + 0.3 * rate
+        self._prefill_rate = _average(self._prefill_rate, len(ids) / max(time.perf_counter() - start, 1e-6))
         return logits
 
     def _advance_prefill(self) -> None:
@@ -379,10 +381,13 @@ class Generator:
                     return
 
     def _chunk_tokens(self) -> int:
-        """Prompt tokens to run between two steps: about PREFILL_SHARE steps' time at the measured prefill speed."""
-        if self._step_seconds is None or self._prefill_rate is None:
-            return 2 * MIN_CHUNK
-        return int(min(max(PREFILL_SHARE * self._step_seconds * self._prefill_rate, MIN_CHUNK), MAX_CHUNK))
+        """Prompt tokens to run between two steps: what keeps a step plus a chunk within GAP_TARGET steady steps, at
+        the measured prefill speed."""
+        if self._steady_seconds is None or self._prefill_rate is None:
+            tokens = 2.0 * MIN_CHUNK  # nothing measured yet
+        else:
+            tokens = (GAP_TARGET * self._steady_seconds - (self._step_seconds or self._steady_seconds)) * self._prefill_rate
+        return int(min(max(tokens, MIN_CHUNK), MAX_CHUNK))
 
     def _feed_pending(self) -> None:
         """Run the tokens chosen last step; finished rows are fed pad and keep their length.
@@ -417,7 +422,9 @@ class Generator:
         self._pending = chosen
         if stepped:  # what a running row waits for between two tokens, without prefill
             took = time.perf_counter() - start
-            self._step_seconds = took if self._step_seconds is None else 0.7 * self._step_seconds + 0.3 * took
+            self._step_seconds = _average(self._step_seconds, took)
+            if not self._queue:
+                self._steady_seconds = _average(self._steady_seconds, took)
 
     def _choose(self, width: int) -> np.ndarray:
         """(width,) ids: every running row draws with its own options and sampler, so with a seed its tokens are
@@ -560,6 +567,11 @@ def _as_rows(tokens: Sequence[int] | Sequence[Sequence[int]]) -> list[list[int]]
         if not isinstance(row, list) or not row or not all(_is_id(t) for t in row):
             raise GenerationError(f"row {i} of append_tokens is not a non-empty list of token ids")
     return [[int(t) for t in row] for row in rows]
+
+
+def _average(old: float | None, new: float) -> float:
+    """An exponential moving average (recent measurements weigh 30%)."""
+    return new if old is None else 0.7 * old + 0.3 * new
 
 
 def _sampler(params: GeneratorParams) -> Sampler:

@@ -22,6 +22,9 @@ per turn, then the last turn's request again cold (after an unrelated request ha
 it). Both servers keep the previous turn's tokens: edgelm in the batch slot it ran in, llama-cpp-python in its
 one context.
 
+--before DIR (a checkout of an earlier commit, with --before-python to run it) adds that server to the runs,
+so before and after are measured on the same machine in the same run.
+
 --long-prompt N: 8 clients stream long answers (greedy, max_tokens 400); once they decode steadily, a ninth
 client sends a prompt of ~N tokens (max_tokens 16). Per stream: its steady gap between two tokens (the median
 before the long prompt arrived) and its longest gap after; and the long request's time to first token. edgelm
@@ -76,8 +79,9 @@ def cpu() -> str:
 
 
 class Peer:
-    def __init__(self, name: str, cmd: list[str], model: str, counts_usage: bool):
+    def __init__(self, name: str, cmd: list[str], model: str, counts_usage: bool, cwd: str | None = None):
         self.name, self.template, self.model, self.counts_usage = name, cmd, model, counts_usage  # cmd: "{port}" inside
+        self.cwd = cwd  # where the server runs (--before: an earlier checkout, whose edgelm `python -m` then imports)
 
     def __enter__(self):
         """Start the server on a free loopback port ("{port}" in its command) and warm it up with one request."""
@@ -86,7 +90,7 @@ class Peer:
         self.cmd = [c.replace("{port}", str(self.port)) for c in self.template]
         # its log goes to a file: a pipe nobody reads fills up and blocks a chatty server (llama.cpp's load log)
         self.log = tempfile.NamedTemporaryFile("w+", prefix=f"bench_serve-{self.name}-", suffix=".log", delete=False)
-        self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=subprocess.STDOUT, text=True, cwd=self.cwd)
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -295,6 +299,7 @@ def render(rows: dict[str, list[dict]], args) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     peer = {r["clients"]: r for r in rows.get("llama.cpp", [])}
+    before = {r["clients"]: r for r in rows.get("edgelm before", [])}
     for name, results in rows.items():
         alone = next((r["tok_s"] for r in results if r["clients"] == 1), None)
         for r in results:
@@ -302,6 +307,10 @@ def render(rows: dict[str, list[dict]], args) -> str:
             own = f"{r['tok_s'] / alone:.2f}x" if alone and r["clients"] > 1 else ""
             lines.append(f"| {name} | {r['clients']} | {r['requests']} | {r['tokens']} | {r['tok_s']:.1f} | {r['ttft_p50']:.2f} | "
                          f"{r['ttft_p95']:.2f} | {own} | {ratio} |")
+    if before:
+        lines += ["", "edgelm against `edgelm before` (--before, the same run): " + ", ".join(
+            f"{r['clients']} clients {r['tok_s'] / before[r['clients']]['tok_s']:.2f}x tok/s" for r in rows.get("edgelm", [])
+            if r["clients"] in before) + "."]
     direct_row = rows.get("direct (LanguageModel.stream)", [None])[0]
     served = next((r for r in rows.get("edgelm", []) if r["clients"] == 1), None)
     if direct_row and served:
@@ -332,22 +341,30 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--chat-turns", type=int, default=0, help="measure one client's multi-turn chat instead (see above)")
     p.add_argument("--long-prompt", type=int, default=0, help="measure 8 streams while a prompt of N tokens arrives (see above)")
+    p.add_argument("--before", metavar="DIR", help="also run the server of an earlier checkout in DIR (with DIR's "
+                   "--before-python), to compare before and after in one run")
+    p.add_argument("--before-python", default=sys.executable, help="the Python that runs --before's server")
     p.add_argument("--write-docs", action="store_true")
     args = p.parse_args()
     levels = [int(c) for c in args.clients.split(",")]
-    peers = [Peer("edgelm", [sys.executable, "-m", "edgelm.cli", "serve", args.bundle, "--name", "smol", "--port", "{port}",
-                             "--threads", str(args.threads), "--provider", "cpu", "--max-batch", str(args.max_batch),
-                             "--max-queue", "256"], "smol", True)]
+    serve_args = ["serve", str(Path(args.bundle).resolve()), "--name", "smol", "--port", "{port}", "--threads", str(args.threads),
+                  "--provider", "cpu", "--max-batch", str(args.max_batch), "--max-queue", "256"]
+    peers = [Peer("edgelm", [sys.executable, "-m", "edgelm.cli", *serve_args], "smol", True, cwd=str(ROOT))]
+    if args.before:
+        peers.append(Peer("edgelm before", [args.before_python, "-m", "edgelm.cli", *serve_args], "smol", True, cwd=args.before))
     if args.gguf:
         peers.append(Peer("llama.cpp", [args.llama_python, "-m", "llama_cpp.server", "--model", args.gguf, "--n_threads",
                                         str(args.threads), "--n_threads_batch", str(args.threads), "--model_alias", "smol",
                                         "--n_ctx", "2048", "--interrupt_requests", "False", "--port", "{port}"], "smol", False))
     if args.long_prompt:
         found = {}
-        for name, flag in (("edgelm, chunked prefill", "--chunked-prefill"), ("edgelm, --no-chunked-prefill", "--no-chunked-prefill")):
-            with Peer(name, peers[0].template + [flag], "smol", True) as peer:
-                found[name] = asyncio.run(long_prompt(peer, args.long_prompt))
-                console.print(f"{name}: {found[name]}")
+        runs = [Peer("edgelm, chunked prefill", peers[0].template + ["--chunked-prefill"], "smol", True, cwd=str(ROOT)),
+                Peer("edgelm, --no-chunked-prefill", peers[0].template + ["--no-chunked-prefill"], "smol", True, cwd=str(ROOT)),
+                *[p for p in peers if p.name == "edgelm before"]]
+        for run in runs:
+            with run as peer:
+                found[peer.name] = asyncio.run(long_prompt(peer, args.long_prompt))
+                console.print(f"{peer.name}: {found[peer.name]}")
         print(render_long(found, args))
         return
     if args.chat_turns:
