@@ -18,8 +18,8 @@ started with --interrupt_requests False so that a new request does not cut off a
 
 --chat-turns N: one client holds a chat of N turns (each user message ~300 tokens of the evaluation suite's
 texts, each answer max_tokens 64), resending the whole history each turn as chat apps do; time to first token
-per turn, then the last turn's request again cold (after an unrelated request has taken the slot that held
-it). Both servers keep the previous turn's tokens: edgelm in the batch slot it ran in, llama-cpp-python in its
+per turn, then the last turn's request again cold (under another system message, so that no cached prefix
+matches it). Both servers keep the previous turn's tokens: edgelm in the batch slot it ran in, llama-cpp-python in its
 one context.
 
 --before DIR (a checkout of an earlier commit, with --before-python to run it) adds that server to the runs,
@@ -184,8 +184,9 @@ async def chat_turns(peer: Peer, turns: int, max_tokens: int) -> dict:
             ttft, answer, prompt = await chat_request(client, peer, messages, max_tokens)
             ttfts.append(ttft)
             messages.append({"role": "assistant", "content": answer})
-        await chat_request(client, peer, [{"role": "user", "content": PROMPTS[0]}], 8)  # takes the chat's slot
-        cold, _, _ = await chat_request(client, peer, messages[:-1], max_tokens)
+        # cold: the same last request under another system message, so no cached prefix matches (a pool holds it)
+        other = [{"role": "system", "content": "You are a brief assistant."}, *messages[1:-1]]
+        cold, _, _ = await chat_request(client, peer, other, max_tokens)
         metrics = (await client.get(peer.url + "/metrics")).text  # edgelm's reuse counters (llama.cpp has none)
     console.print("\n".join(line for line in metrics.splitlines() if line.startswith("edgelm_prefix_cache")))
     return {"ttfts": ttfts, "cold": cold, "last_prompt_tokens": prompt}
@@ -249,7 +250,7 @@ def render_chat(rows: dict[str, dict], args) -> str:
              f"Machine: {cpu()}. {args.threads} threads per server; each user message ~300 tokens, answers up to "
              f"{args.max_tokens} tokens, greedy; the last turn's prompt "
              f"{next((r['last_prompt_tokens'] for r in rows.values() if r['last_prompt_tokens']), '?')} tokens; "
-             "cold: the last turn's request after an unrelated one took its slot.",
+             "cold: the last turn's request under another system message (no cached prefix matches).",
              f"Command: `python scripts/bench_serve.py {' '.join(sys.argv[1:])}`.", "",
              "| server | " + " | ".join(f"turn {i + 1}" for i in range(turns)) + " | last turn cold | last turn vs cold |",
              "|---|" + "---|" * (turns + 2)]
@@ -299,7 +300,7 @@ def render(rows: dict[str, list[dict]], args) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     peer = {r["clients"]: r for r in rows.get("llama.cpp", [])}
-    before = {r["clients"]: r for r in rows.get("edgelm before", [])}
+    before = {r["clients"]: r for r in rows.get("edgelm, before", [])}
     for name, results in rows.items():
         alone = next((r["tok_s"] for r in results if r["clients"] == 1), None)
         for r in results:
@@ -308,7 +309,7 @@ def render(rows: dict[str, list[dict]], args) -> str:
             lines.append(f"| {name} | {r['clients']} | {r['requests']} | {r['tokens']} | {r['tok_s']:.1f} | {r['ttft_p50']:.2f} | "
                          f"{r['ttft_p95']:.2f} | {own} | {ratio} |")
     if before:
-        lines += ["", "edgelm against `edgelm before` (--before, the same run): " + ", ".join(
+        lines += ["", "edgelm against `edgelm, before` (--before, the same run): " + ", ".join(
             f"{r['clients']} clients {r['tok_s'] / before[r['clients']]['tok_s']:.2f}x tok/s" for r in rows.get("edgelm", [])
             if r["clients"] in before) + "."]
     direct_row = rows.get("direct (LanguageModel.stream)", [None])[0]
@@ -351,7 +352,7 @@ def main() -> None:
                   "--provider", "cpu", "--max-batch", str(args.max_batch), "--max-queue", "256"]
     peers = [Peer("edgelm", [sys.executable, "-m", "edgelm.cli", *serve_args], "smol", True, cwd=str(ROOT))]
     if args.before:
-        peers.append(Peer("edgelm before", [args.before_python, "-m", "edgelm.cli", *serve_args], "smol", True, cwd=args.before))
+        peers.append(Peer("edgelm, before", [args.before_python, "-m", "edgelm.cli", *serve_args], "smol", True, cwd=args.before))
     if args.gguf:
         peers.append(Peer("llama.cpp", [args.llama_python, "-m", "llama_cpp.server", "--model", args.gguf, "--n_threads",
                                         str(args.threads), "--n_threads_batch", str(args.threads), "--model_alias", "smol",
@@ -360,7 +361,7 @@ def main() -> None:
         found = {}
         runs = [Peer("edgelm, chunked prefill", peers[0].template + ["--chunked-prefill"], "smol", True, cwd=str(ROOT)),
                 Peer("edgelm, --no-chunked-prefill", peers[0].template + ["--no-chunked-prefill"], "smol", True, cwd=str(ROOT)),
-                *[p for p in peers if p.name == "edgelm before"]]
+                *[p for p in peers if p.name == "edgelm, before"]]
         for run in runs:
             with run as peer:
                 found[peer.name] = asyncio.run(long_prompt(peer, args.long_prompt))
