@@ -248,7 +248,9 @@ class LanguageModel(FrontEnd):
             while batch.running:
                 for update in batch.step():  # one token for every unfinished row
                     if stream and update.row == rows[0]:
-                        piece = shown.feed(update.piece) + (shown.finish() if update.finish_reason else "") if shown else update.piece
+                        piece = update.piece
+                        if shown is not None:  # with tools: the text before a call, never the call
+                            piece = shown.feed(piece) + (shown.finish() if update.finish_reason else "")
                         if piece:
                             yield piece
                 first = first or time.perf_counter()

@@ -2,8 +2,8 @@
 
     python scripts/bench_structured.py out/smol-int8 --write-docs docs/benchmarks.md
 
-For each schema (what apps send: required fields, enums, bounded numbers, arrays, nesting, and
-OpenAI's JSON mode) a chat prompt asking for that document is decoded greedily with the schema, then
+For each schema of scripts/structured_schemas.json (what apps send: required fields, enums, bounded numbers,
+arrays, nesting, $defs and anyOf, and OpenAI's JSON mode) a chat prompt asking for that document is decoded greedily with the schema, then
 without it for the same number of tokens, alternating, --repeats times each; the table gives the
 median decode tokens/s of each and their ratio. Then the schema is run --samples more times sampled
 (temperature 0.8, seeds 0..): how many ended on their own (eos) rather than being cut by
@@ -23,42 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-SCHEMAS = {
-    "user": ("Describe a user named Ada Lovelace, 36, an administrator who likes maths and poetry.",
-             {"type": "object", "properties": {
-                 "name": {"type": "string"}, "age": {"type": "integer", "minimum": 0, "maximum": 150},
-                 "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 5},
-                 "role": {"enum": ["admin", "user", "guest"]}},
-              "required": ["name", "age", "tags", "role"], "additionalProperties": False}),
-    "order (nested)": ("Bob (bob@example.com) ordered 2 pens at 1.50 each and 1 notebook at 4.00. Give the customer, "
-                       "the items with product, quantity and price, and the total.",
-                       {"type": "object", "properties": {
-                           "customer": {"type": "object", "properties": {"name": {"type": "string"}, "email": {"type": "string"}},
-                                        "required": ["name", "email"], "additionalProperties": False},
-                           "items": {"type": "array", "minItems": 1, "maxItems": 10, "items": {
-                               "type": "object", "properties": {
-                                   "product": {"type": "string"}, "quantity": {"type": "integer", "minimum": 1, "maximum": 100},
-                                   "price": {"type": "number", "minimum": 0, "maximum": 10000}},
-                               "required": ["product", "quantity", "price"], "additionalProperties": False}},
-                           "total": {"type": "number", "minimum": 0}},
-                        "required": ["customer", "items", "total"], "additionalProperties": False}),
-    "sentiment": ("Classify the sentiment of: 'The battery died after an hour, but the screen is lovely.'",
-                  {"type": "object", "properties": {
-                      "sentiment": {"enum": ["positive", "negative", "mixed", "neutral"]},
-                      "confidence": {"type": "number", "minimum": 0, "maximum": 1},
-                      "aspects": {"type": "array", "items": {"type": "string", "maxLength": 40}, "maxItems": 4}},
-                   "required": ["sentiment", "confidence"], "additionalProperties": False}),
-    "event ($defs, anyOf)": ("The team meets on 2026-12-09 at 10:00 in room B12 with Ana and Luis to plan the release.",
-                             {"$defs": {"person": {"type": "object", "properties": {"name": {"type": "string", "maxLength": 30}},
-                                                   "required": ["name"], "additionalProperties": False}},
-                              "type": "object", "properties": {
-                                  "title": {"type": "string", "maxLength": 60},
-                                  "date": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"},
-                                  "room": {"anyOf": [{"type": "string", "maxLength": 10}, {"type": "null"}]},
-                                  "people": {"type": "array", "items": {"$ref": "#/$defs/person"}, "maxItems": 6}},
-                              "required": ["title", "date", "room", "people"], "additionalProperties": False}),
-    "JSON mode": ("Give the name, author and year of the novel Dracula as a JSON object.", {"type": "object"}),
-}
+SCHEMAS_FILE = Path(__file__).resolve().parent / "structured_schemas.json"  # tests/test_real_models.py runs them too
+SCHEMAS = {name: (case["prompt"], case["schema"]) for name, case in json.loads(SCHEMAS_FILE.read_text()).items()}
 
 
 def main() -> None:

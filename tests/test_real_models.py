@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -197,43 +200,17 @@ def test_minilm_conformance_vectors_equal_sentence_transformers_and_pass_verify(
     assert verify(minilm_bundle, provider="cpu").passed
 
 
-REAL_SCHEMAS = {  # what apps ask for: required fields, enums, bounded numbers, arrays, nesting
-    "user": ("Describe a user named Ada Lovelace, 36, an administrator who likes maths and poetry.",
-             {"type": "object", "properties": {
-                 "name": {"type": "string"}, "age": {"type": "integer", "minimum": 0, "maximum": 150},
-                 "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 5},
-                 "role": {"enum": ["admin", "user", "guest"]}},
-              "required": ["name", "age", "tags", "role"], "additionalProperties": False}),
-    "order": ("Bob (bob@example.com) ordered 2 pens at 1.50 each and 1 notebook at 4.00. Give the customer, the "
-              "items with product, quantity and price, and the total.",
-              {"type": "object", "properties": {
-                  "customer": {"type": "object", "properties": {"name": {"type": "string"}, "email": {"type": "string"}},
-                               "required": ["name", "email"], "additionalProperties": False},
-                  "items": {"type": "array", "minItems": 1, "maxItems": 10, "items": {
-                      "type": "object", "properties": {
-                          "product": {"type": "string"}, "quantity": {"type": "integer", "minimum": 1, "maximum": 100},
-                          "price": {"type": "number", "minimum": 0, "maximum": 10000}},
-                      "required": ["product", "quantity", "price"], "additionalProperties": False}},
-                  "total": {"type": "number", "minimum": 0}},
-               "required": ["customer", "items", "total"], "additionalProperties": False}),
-    "sentiment": ("Classify the sentiment of: 'The battery died after an hour, but the screen is lovely.'",
-                  {"type": "object", "properties": {
-                      "sentiment": {"enum": ["positive", "negative", "mixed", "neutral"]},
-                      "confidence": {"type": "number", "minimum": 0, "maximum": 1},
-                      "aspects": {"type": "array", "items": {"type": "string", "maxLength": 40}, "maxItems": 4}},
-                   "required": ["sentiment", "confidence"], "additionalProperties": False}),
-    "json-mode": ("Give the name, author and year of the novel Dracula as a JSON object.", {"type": "object"}),
-}
+# what apps ask for: required fields, enums, bounded numbers, arrays, nesting, $defs, anyOf, JSON mode (the same cases
+# scripts/bench_structured.py measures)
+REAL_SCHEMAS = json.loads((Path(__file__).resolve().parents[1] / "scripts" / "structured_schemas.json").read_text())
 
 
 @pytest.mark.parametrize("name", list(REAL_SCHEMAS))
 def test_smollm2_json_schema_outputs_parse_and_validate(smollm2, name):
     """Greedy and sampled, every reply is a document of the schema that ends with eos (not cut by max_new_tokens)."""
-    import json
-
     import jsonschema
 
-    prompt, schema = REAL_SCHEMAS[name]
+    prompt, schema = REAL_SCHEMAS[name]["prompt"], REAL_SCHEMAS[name]["schema"]
     messages = [{"role": "user", "content": prompt + " Reply in JSON."}]
     for options in (dict(), dict(temperature=0.8, seed=3)):
         c = smollm2.complete([messages], json_schema=schema, max_new_tokens=256, **options)[0]
