@@ -46,7 +46,7 @@ from edgelm.errors import GenerationError
 from edgelm.runtime.decoder import DecoderGraph
 from edgelm.runtime.kv_cache import KVCache
 from edgelm.runtime.prefix_pool import Prefix, PrefixPool, common_prefix
-from edgelm.runtime.sampling import (MAX_TOP_LOGPROBS, Sampler, TokenLogprob, apply_repetition_penalty, check_sampling,
+from edgelm.runtime.sampling import (Sampler, TokenLogprob, apply_repetition_penalty, check_logprobs, check_sampling,
                                      make_sampler, token_logprob)
 
 # Why a row finished; FREE: an open batch's slot that holds no sequence; PREFILL: a row whose prompt is still
@@ -240,9 +240,7 @@ class Generator:
         RULE (a JSON schema's, runtime/json_schema.py) restricts each of its tokens to those it allows.
         LOGPROBS: record each new token's log probability and that many most likely alternatives (`get_logprobs`).
         """
-        if logprobs is not None and (not isinstance(logprobs, int) or isinstance(logprobs, bool)
-                                     or not 0 <= logprobs <= MAX_TOP_LOGPROBS):
-            raise GenerationError(f"logprobs must be a whole number of alternatives in 0..{MAX_TOP_LOGPROBS}, got {logprobs!r}")
+        check_logprobs(logprobs)
         free = [i for i, reason in enumerate(self._reasons) if reason == FREE]
         if not free:
             raise GenerationError(f"every one of the {self.batch} slots holds a sequence; release_row one first"
@@ -313,7 +311,7 @@ class Generator:
         best, most = None, reuse
         for i, tokens in held.items():
             n = common_prefix(tokens, ids, len(ids) - 1)  # one token must run
-            if n >= most + MIN_COPY and n > 0:
+            if n >= most + MIN_COPY:
                 best, most = i, n
         return best, most
 

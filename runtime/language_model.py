@@ -22,7 +22,7 @@ from edgelm.runtime.decoder import DecoderGraph
 from edgelm.runtime.generator import OPTION_NAMES, Generator, GeneratorParams, newest_tokens
 from edgelm.runtime.json_schema import SchemaGrammar, Vocabulary
 from edgelm.runtime.manifest import DECODER_TASKS
-from edgelm.runtime.sampling import MAX_TOP_LOGPROBS, TokenLogprob
+from edgelm.runtime.sampling import TokenLogprob, check_logprobs
 from edgelm.runtime.text_batch import TextBatch
 from edgelm.runtime.text_row import TextRow
 from edgelm.runtime.tools import ToolCall, ToolSet, ToolText, history
@@ -187,9 +187,7 @@ class LanguageModel(FrontEnd):
         if not all(isinstance(s, str) and s for s in stop):
             raise GenerationError(f"stop must be a list of non-empty strings, got {stop!r}")
         grammar = self.json_grammar(json_schema) if json_schema is not None else None
-        if logprobs is not None and (not isinstance(logprobs, int) or isinstance(logprobs, bool)
-                                     or not 0 <= logprobs <= MAX_TOP_LOGPROBS):
-            raise GenerationError(f"logprobs must be a whole number of alternatives in 0..{MAX_TOP_LOGPROBS}, got {logprobs!r}")
+        check_logprobs(logprobs)
         toolset = ToolSet.of(tools, tool_choice)
         if toolset is not None and grammar is not None:
             raise GenerationError("pass json_schema or tools, not both")

@@ -89,6 +89,13 @@ class TokenLogprob:
     top: tuple[tuple[int, float], ...] = ()  # (token, logprob) of the TOP most likely, best first
 
 
+def check_logprobs(alternatives) -> None:
+    """None (off) or a whole number of alternatives in 0..MAX_TOP_LOGPROBS, else a GenerationError naming it."""
+    if alternatives is not None and (not isinstance(alternatives, int) or isinstance(alternatives, bool)
+                                     or not 0 <= alternatives <= MAX_TOP_LOGPROBS):
+        raise GenerationError(f"logprobs must be a whole number of alternatives in 0..{MAX_TOP_LOGPROBS}, got {alternatives!r}")
+
+
 def token_logprob(logits: np.ndarray, token: int, top: int) -> TokenLogprob:
     """TOKEN's log probability in LOGITS (vocab,): the model's own distribution, before temperature, penalty or a
     schema's mask (as vLLM reports by default), with the TOP most likely tokens."""
