@@ -43,6 +43,7 @@ from typing import Protocol
 import numpy as np
 
 from edgelm.errors import GenerationError
+from edgelm.runtime.chunk_sizer import ChunkSizer
 from edgelm.runtime.decoder import DecoderGraph
 from edgelm.runtime.kv_cache import KVCache
 from edgelm.runtime.prefix_pool import Prefix, PrefixPool, common_prefix
@@ -52,12 +53,6 @@ from edgelm.runtime.sampling import (Sampler, TokenLogprob, apply_repetition_pen
 # Why a row finished; FREE: an open batch's slot that holds no sequence; PREFILL: a row whose prompt is still
 # being prefilled, in chunks between steps (an open batch with interleave=True).
 EOS, LENGTH, CONTEXT, STOP, FREE, PREFILL = "eos", "length", "context", "stop", "free", "prefill"
-# Chunked prefill: while rows decode, a new row's prompt runs in chunks between steps, each sized from what the batch
-# measures as it runs (its steady step time, its step time while a prompt prefills, the prefill speed) so that a
-# running row waits about GAP_TARGET steady steps for its next token instead of the whole prompt's prefill. A larger
-# target gives the new prompt its first token sooner (fewer, larger chunks); docs/benchmarks.md, "Serving".
-GAP_TARGET = 4.0
-MIN_CHUNK, MAX_CHUNK = 32, 512
 # A free slot's kept prefix is taken over the lowest free slot only when it saves at least this many tokens of
 # prefill: a higher slot widens every step of the batch (a step runs the slots up to the highest in use).
 MIN_REUSE = 64
@@ -169,9 +164,7 @@ class Generator:
         self._interleave = False  # open(interleave=True): prompts that arrive while rows decode prefill in chunks
         self._queue: list[int] = []  # rows prefilling, first come first served
         self._todo: dict[int, list[int]] = {}  # row -> prompt ids not run yet
-        self._step_seconds: float | None = None  # measured: one decode step, one while no prompt waits (steady),
-        self._steady_seconds: float | None = None  # and prefill tokens per second
-        self._prefill_rate: float | None = None
+        self._sizer = ChunkSizer()  # measures steps and prefill, sizes the chunks (runtime/chunk_sizer.py)
 
     # -- feeding ---------------------------------------------------------------------------
     def append_tokens(self, tokens: Sequence[int] | Sequence[Sequence[int]]) -> None:
@@ -353,16 +346,17 @@ class Generator:
 
     def _prefill(self, row: int, ids: list[int]) -> np.ndarray:
         """Run IDS after what ROW holds; (vocab,) logits after the last. Measures the prefill speed."""
-        start = time.perf_counter()
+        start, depth = time.perf_counter(), int(self._cache.lengths[row])
         logits = self.graph.extend(self._cache, row, ids)[-1]
-        self._prefill_rate = _average(self._prefill_rate, len(ids) / max(time.perf_counter() - start, 1e-6))
+        self._sizer.prefilled(len(ids), depth, time.perf_counter() - start)
         return logits
 
     def _advance_prefill(self) -> None:
         """Prefill queued prompts: one chunk's worth while rows decode, else the first prompt whole."""
         if not self._queue:
             return
-        budget = self._chunk_tokens() if self.running() else None  # nobody waits on a step: no need to yield
+        depth = int(self._cache.lengths[self._queue[0]])
+        budget = self._sizer.tokens(depth) if self.running() else None  # nobody waits on a step: no need to yield
         while self._queue and (budget is None or budget > 0):
             row = self._queue[0]
             todo = self._todo[row]
@@ -377,15 +371,6 @@ class Generator:
                 self._logits[row], self._reasons[row] = logits, None
                 if budget is None:
                     return
-
-    def _chunk_tokens(self) -> int:
-        """Prompt tokens to run between two steps: what keeps a step plus a chunk within GAP_TARGET steady steps, at
-        the measured prefill speed."""
-        if self._steady_seconds is None or self._prefill_rate is None:
-            tokens = 2.0 * MIN_CHUNK  # nothing measured yet
-        else:
-            tokens = (GAP_TARGET * self._steady_seconds - (self._step_seconds or self._steady_seconds)) * self._prefill_rate
-        return int(min(max(tokens, MIN_CHUNK), MAX_CHUNK))
 
     def _feed_pending(self) -> None:
         """Run the tokens chosen last step; finished rows are fed pad and keep their length.
@@ -410,7 +395,9 @@ class Generator:
         start, stepped = time.perf_counter(), self._pending is not None
         if stepped:
             self._feed_pending()
-        width = 1 + max(i for i, reason in enumerate(self._reasons) if reason != FREE)  # slots up to the last in use
+        # the slots up to the last one in use; a prompt still prefilling past them does not widen the step (a filler
+        # row's attention would read its whole prompt)
+        width = 1 + max((i for i, reason in enumerate(self._reasons) if reason not in (FREE, PREFILL)), default=0)
         chosen = self._choose(width)
         self._filler = np.asarray([r is not None for r in self._reasons[:width]], dtype=bool)
         chosen[self._filler] = self.pad
@@ -418,11 +405,8 @@ class Generator:
             self._rows[i].append(int(chosen[i]))
             self._reasons[i] = self._stop_reason(i, int(chosen[i]))
         self._pending = chosen
-        if stepped:  # what a running row waits for between two tokens, without prefill
-            took = time.perf_counter() - start
-            self._step_seconds = _average(self._step_seconds, took)
-            if not self._queue:
-                self._steady_seconds = _average(self._steady_seconds, took)
+        if stepped:  # what a running row waits for between two tokens, apart from prefill
+            self._sizer.stepped(time.perf_counter() - start, prompt_waiting=bool(self._queue))
 
     def _choose(self, width: int) -> np.ndarray:
         """(width,) ids: every running row draws with its own options and sampler, so with a seed its tokens are
@@ -565,11 +549,6 @@ def _as_rows(tokens: Sequence[int] | Sequence[Sequence[int]]) -> list[list[int]]
         if not isinstance(row, list) or not row or not all(_is_id(t) for t in row):
             raise GenerationError(f"row {i} of append_tokens is not a non-empty list of token ids")
     return [[int(t) for t in row] for row in rows]
-
-
-def _average(old: float | None, new: float) -> float:
-    """An exponential moving average (recent measurements weigh 30%)."""
-    return new if old is None else 0.7 * old + 0.3 * new
 
 
 def _sampler(params: GeneratorParams) -> Sampler:

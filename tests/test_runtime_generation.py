@@ -585,11 +585,14 @@ def test_rows_starting_with_a_running_rows_prompt_copy_its_keys_and_get_what_the
 def test_a_prompt_arriving_while_rows_decode_prefills_in_chunks_between_their_steps(lm_of, family, monkeypatch):
     """Chunked prefill: the running rows get a token at every step while the new prompt runs 16 tokens per step;
     then the new row decodes too, and every row's tokens equal a cold start's."""
-    import edgelm.runtime.generator as generator
+    import edgelm.runtime.chunk_sizer as chunk_sizer
 
-    monkeypatch.setattr(generator, "MIN_CHUNK", 16)
-    monkeypatch.setattr(generator, "MAX_CHUNK", 16)
+    monkeypatch.setattr(chunk_sizer, "MIN_CHUNK", 16)
+    monkeypatch.setattr(chunk_sizer, "MAX_CHUNK", 16)
     lm = lm_of(family)
+    widths = []
+    step = lm.graph.step
+    monkeypatch.setattr(lm.graph, "step", lambda cache, ids, live: widths.append(len(ids)) or step(cache, ids, live))
     eos = lm.manifest.special_tokens.eos
     params = GeneratorParams(max_new_tokens=12)
     gen = Generator.open(lm.graph, params, lm.manifest.max_context, slots=3, eos=eos, interleave=True)
@@ -607,6 +610,7 @@ def test_a_prompt_arriving_while_rows_decode_prefills_in_chunks_between_their_st
         steps += 1
         assert len(gen.get_new_tokens(a)) == before + 1 or gen.is_row_done(a)  # a never waits a step
     assert steps == -(-len(long) // 16) - 1 or steps == -(-len(long) // 16)  # 16 tokens of the prompt per step
+    assert set(widths) == {1}  # the slot prefilling past a's does not widen a's steps
     dropped = gen.add_row(lm.encode(PROMPTS[1]))
     assert gen.is_prefilling(dropped)
     gen.release_row(dropped)  # a client that leaves while its prompt prefills
