@@ -128,17 +128,12 @@ class ToolSet:
         return ToolGrammar(vocab, vocab.compile_lark(lark, "the tools' parameters"), lazy=not self.forced)
 
     def parse(self, text: str) -> tuple[str, list[ToolCall]]:
-        """The reply's text before its first call (without the blank before it) and its calls; a block that is not a
-        call stays text."""
-        calls, first = [], None
-        for match in CALL.finditer(text):
-            call = _call(match.group(1))
-            if call is not None:
-                calls.append(call)
-                first = match.start() if first is None else first
-        if not calls:
-            return text, []
-        return text[:first].rstrip(), calls if self.parallel else calls[:1]
+        """The reply's text before its first call (without the blanks before it) and its calls. Text stops at the first
+        OPEN even when what follows is no whole call (cut by max_tokens or a stop string: decoding constrains the
+        rest), as `ToolText` streams it."""
+        calls = [call for match in CALL.finditer(text) if (call := _call(match.group(1))) is not None]
+        at = text.find(OPEN)
+        return (text if at < 0 else text[:at].rstrip()), (calls if self.parallel else calls[:1])
 
 
 def history(messages: list[dict], template_knows_tools: bool) -> list[dict]:

@@ -386,6 +386,21 @@ def test_tied_int8_embedding_is_stored_once(quantized, checkpoints, name):
     assert (vocab, hidden) not in float_shapes and (hidden, vocab) not in float_shapes
 
 
+@pytest.mark.parametrize("name, gated", [("llama", True), ("gpt2", False)])
+def test_int8_takes_blocks_of_16_where_a_gated_product_is_the_input(quantized, name, gated):
+    """A gated MLP's down projection reads act(gate) * up, the widest-outlier input that accuracy level 4 quantizes
+    per block: it gets blocks of 16, every other 8-bit MatMul 32; GPT-2's MLP (no gate) keeps 32 throughout."""
+    q = quantized(name, Method.INT8)
+    model = onnx.load(str(q.out / q.manifest.graph_file))
+    producer = {o: n.op_type for n in model.graph.node for o in n.output}
+    blocks = {n.name: ({a.name: a.i for a in n.attribute}["block_size"], producer.get(n.input[0]))
+              for n in model.graph.node if n.op_type == "MatMulNBits"}
+    fine = {name for name, (block, _) in blocks.items() if block == 16}
+    assert fine == {name for name, (_, source) in blocks.items() if source == "Mul"}
+    assert bool(fine) is gated and all(block == 32 for name, (block, _) in blocks.items() if name not in fine)
+    assert q.manifest.precision["options"]["gated_block_size"] == (16 if gated else None)
+
+
 @pytest.mark.parametrize("name", TIED)
 def test_tied_int8_greedy_tokens_follow_the_float_bundle(quantized, name):
     # smoothing off: this checks that the shared lookup reads the right bytes; with SmoothQuant on, the tiny

@@ -115,7 +115,8 @@ def test_a_reply_splits_into_its_text_and_its_calls():
     assert [(c.name, json.loads(c.arguments)) for c in calls] == [("get_weather", {"city": "Oslo"}), ("get_time", {"zone": "CET"})]
     assert len({c.id for c in calls}) == 2 and all(c.id.startswith("call_") for c in calls)
     assert toolset.parse("No calls here.") == ("No calls here.", [])
-    assert toolset.parse(f"{OPEN} not json {CLOSE}") == (f"{OPEN} not json {CLOSE}", [])
+    assert toolset.parse(f"So: {OPEN} not json {CLOSE}") == ("So:", [])  # as streamed: text ends where a call begins
+    assert toolset.parse(f'Wait. {OPEN}\n{{"name": "get_weather", "argu') == ("Wait.", [])  # a call cut by max_tokens
     assert len(ToolSet.of([WEATHER], parallel=False).parse(f"{OPEN}{{\"name\": \"a\", \"arguments\": {{}}}}{CLOSE}" * 2)[1]) == 1
 
 
@@ -191,3 +192,28 @@ def test_auto_is_free_text_until_a_call_starts_then_the_call_is_constrained_unti
         rule2 = ToolSet.of([WEATHER]).grammar(vocab).rule()
         for token in lm.tokenizer.encode(OPEN + '\n{"name": "get_time"', add_special_tokens=False).ids:
             rule2.consume(token)
+
+
+@pytest.mark.parametrize("choice", ["required", "auto"])
+def test_the_python_stream_shows_the_text_before_a_call_and_returns_the_calls(lm, choice):
+    """lm.stream(tools=...): joined pieces equal the completion's text (what precedes any call, never the call),
+    and the run's Completion (the generator's return value) carries the same calls as lm.complete's."""
+    for seed in range(4):
+        options = dict(chat=True, tools=[WEATHER], tool_choice=choice, max_new_tokens=60, temperature=1.0, seed=seed,
+                       truncate_prompt=True)  # the tiny model's context is 128 tokens
+        stream = lm.stream(ASK, **options)
+        pieces = []
+        while True:
+            try:
+                pieces.append(next(stream))
+            except StopIteration as finished:
+                streamed = finished.value
+                break
+        [whole] = lm.complete([ASK], **options)
+        assert "".join(pieces) == streamed.text == whole.text
+        assert OPEN not in streamed.text
+        assert [(c.name, c.arguments) for c in streamed.tool_calls] == [(c.name, c.arguments) for c in whole.tool_calls]
+        assert streamed.finish_reason == whole.finish_reason
+        if choice == "required" and streamed.finish_reason == "tool_calls":
+            assert streamed.text == "" and streamed.tool_calls
+            jsonschema.validate(json.loads(streamed.tool_calls[0].arguments), WEATHER["function"]["parameters"])
