@@ -25,7 +25,7 @@ from edgelm.runtime.manifest import DECODER_TASKS
 from edgelm.runtime.sampling import TokenLogprob, check_logprobs
 from edgelm.runtime.text_batch import TextBatch
 from edgelm.runtime.text_row import TextRow
-from edgelm.runtime.tools import ToolCall, ToolSet, ToolText, history
+from edgelm.runtime.tools import ToolCall, ToolFormat, ToolSet, ToolText, history, tool_format
 from edgelm.runtime.unicode import surrogate_problem
 
 if TYPE_CHECKING:
@@ -95,6 +95,13 @@ class LanguageModel(FrontEnd):
         if problem:
             raise GenerationError(problem)
         return self.tokenizer.encode(text, add_special_tokens=isinstance(prompt, str)).ids
+
+    @property
+    def tool_format(self) -> ToolFormat:
+        """How this model's template writes tool calls (runtime/tools.py): Hermes' unless it is Llama 3's."""
+        if self._template is None:
+            return tool_format("", False)
+        return tool_format(self._template, knows_tools(self._template))
 
     def render_chat(self, messages: Messages, add_generation_prompt: bool = True, tools: ToolSet | None = None) -> str:
         if self._template is None:
@@ -189,6 +196,7 @@ class LanguageModel(FrontEnd):
         grammar = self.json_grammar(json_schema) if json_schema is not None else None
         check_logprobs(logprobs)
         toolset = ToolSet.of(tools, tool_choice)
+        toolset = toolset.using(self.tool_format) if toolset is not None else None
         if toolset is not None and grammar is not None:
             raise GenerationError("pass json_schema or tools, not both")
         rules = toolset.grammar(self.vocabulary()) if toolset is not None else grammar
@@ -238,7 +246,7 @@ class LanguageModel(FrontEnd):
             batch = TextBatch(self, slots=len(prompt_ids), capacity=room)
         rows: list[int] = []
         first = None
-        shown = ToolText() if request.tools else None  # row 0's streamed text stops where a call begins
+        shown = ToolText(request.tools.call_format) if request.tools else None  # row 0's text stops where a call begins
         try:
             for ids in prompt_ids:
                 rule = request.rules.rule() if request.rules else None

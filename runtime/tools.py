@@ -1,15 +1,21 @@
-"""Tool calls (OpenAI's `tools` and `tool_choice`) in the Hermes format, with decoding that keeps them valid.
+"""Tool calls (OpenAI's `tools` and `tool_choice`) in the format the model's template defines, with decoding that
+keeps them valid.
 
     toolset = ToolSet.of(tools, tool_choice)                    # checked OpenAI definitions; None for tool_choice "none"
     messages = toolset.prepare(messages, template_knows_tools)  # history with calls and results the template can render
     rule = toolset.grammar(vocab).rule()                        # per row: what constrains its calls
     content, calls = toolset.parse(text)                        # the reply split into text and ToolCalls
 
-The format is Hermes' (Qwen 2.5 / 3, SmolLM3, Hermes 2 / 3 and others are trained on it):
+Two formats (`ToolFormat`, chosen from the template by `tool_format`). Hermes' (Qwen 2.5 / 3, SmolLM3, Hermes 2 / 3
+and others are trained on it; also what a template without tools is told to write):
 
     <tool_call>
     {"name": "get_weather", "arguments": {"city": "Paris"}}
     </tool_call>
+
+and Llama 3.1 / 3.2 / 3.3's, whose templates ask for one bare JSON object per reply:
+
+    {"name": "get_weather", "parameters": {"city": "Paris"}}
 
 A chat template that renders `tools` itself (its Jinja reads the `tools` variable) gets them as
 transformers passes them; one that knows no tools (SmolLM2's) gets them as a system message that
@@ -17,8 +23,9 @@ describes this format, and earlier calls and tool results written as the text su
 would have rendered. Decoding keeps every call valid: with `tool_choice` "required" or a named
 function, the whole reply is constrained to calls whose arguments follow the function's JSON
 schema; with "auto", the reply is free until it writes `<tool_call>`, then the call is constrained
-until `</tool_call>` (llama.cpp's lazy grammars do the same). The constraint engine is llguidance
-(runtime/json_schema.py says why).
+until `</tool_call>` (llama.cpp's lazy grammars do the same). In Llama 3's format "auto" is parsed, not
+constrained (a bare object has no marker to start a grammar on before it is half written). The constraint
+engine is llguidance (runtime/json_schema.py says why).
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -35,6 +42,7 @@ from edgelm.errors import GenerationError
 from edgelm.runtime.json_schema import COMPILE, Vocabulary
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
+PYTHON_TAG = "<|python_tag|>"  # Llama 3.1 may start a call with it (a special token; kept out of the reply's text)
 CALL = re.compile(re.escape(OPEN) + r"\s*(.*?)\s*" + re.escape(CLOSE), re.S)
 CHOICES = ("none", "auto", "required")
 NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # OpenAI's rule for function names
@@ -55,6 +63,27 @@ For each function call, return a json object with function name and arguments wi
 
 
 @dataclass(frozen=True)
+class ToolFormat:
+    """How a family's template writes a call."""
+
+    name: str
+    open: str  # where a call begins in a reply's text
+    key: str  # the arguments' key in a call's object
+    tagged: bool  # calls sit in OPEN ... CLOSE blocks, several per reply (Hermes); else one bare object (Llama 3)
+
+
+HERMES = ToolFormat("hermes", OPEN, "arguments", True)
+LLAMA3 = ToolFormat("llama3", '{"name"', "parameters", False)
+
+
+def tool_format(template: str, renders_tools: bool) -> ToolFormat:
+    """The call format of a chat TEMPLATE's source: Llama 3's when a template that renders tools asks for
+    "parameters" and has no <tool_call> tags, else Hermes' (Qwen's, SmolLM3's, and the described format of a
+    template that knows no tools)."""
+    return LLAMA3 if renders_tools and OPEN not in template and '"parameters"' in template else HERMES
+
+
+@dataclass(frozen=True)
 class ToolCall:
     name: str
     arguments: str  # JSON text of an object, as OpenAI gives it
@@ -66,6 +95,7 @@ class ToolSet:
     tools: tuple[dict, ...]  # OpenAI's definitions: {"type": "function", "function": {"name", "description", "parameters"}}
     choice: str  # auto | required | a function's name
     parallel: bool = True  # a reply may make several calls (OpenAI's parallel_tool_calls)
+    call_format: ToolFormat = HERMES  # how the model writes calls (`using`)
 
     @classmethod
     def of(cls, tools: Any, choice: Any = None, parallel: bool = True) -> "ToolSet | None":
@@ -93,6 +123,10 @@ class ToolSet:
             raise GenerationError(f"parallel_tool_calls must be true or false, got {parallel!r}")
         return None if choice == "none" else cls(checked, choice, parallel)
 
+    def using(self, call_format: ToolFormat) -> "ToolSet":
+        """This set, for a model whose template writes calls in CALL_FORMAT."""
+        return replace(self, call_format=call_format)
+
     @property
     def forced(self) -> bool:
         """Every reply is calls only (required, or a named function)."""
@@ -116,10 +150,14 @@ class ToolSet:
     # -- decoding ------------------------------------------------------------------------------
     def grammar(self, vocab: Vocabulary) -> "ToolGrammar":
         functions = [t["function"] for t in self.tools if self.choice in ("auto", "required", t["function"]["name"])]
-        call = {"anyOf": [{"type": "object", "properties": {"name": {"const": f["name"]}, "arguments": _arguments(f)},
-                           "required": ["name", "arguments"], "additionalProperties": False} for f in functions],
+        key = self.call_format.key
+        call = {"anyOf": [{"type": "object", "properties": {"name": {"const": f["name"]}, key: _arguments(f)},
+                           "required": ["name", key], "additionalProperties": False} for f in functions],
                 "x-guidance": COMPILE}
         body = "%json " + json.dumps(call)
+        if not self.call_format.tagged:  # one bare object: the whole reply when forced, free text under auto
+            lark = f"start: {body}" if self.forced else None
+            return ToolGrammar(vocab, lark and vocab.compile_lark(lark, "the tools' parameters"), lazy=False)
         if self.forced:
             more = ' ("\\n" block)*' if self.parallel else ""
             lark = f'start: block{more}\nblock: "{OPEN}\\n" {body} "\\n{CLOSE}"'
@@ -131,9 +169,15 @@ class ToolSet:
         """The reply's text before its first call (without the blanks before it) and its calls. Text stops at the first
         OPEN even when what follows is no whole call (cut by max_tokens or a stop string: decoding constrains the
         rest), as `ToolText` streams it."""
-        calls = [call for match in CALL.finditer(text) if (call := _call(match.group(1))) is not None]
-        at = text.find(OPEN)
-        return (text if at < 0 else text[:at].rstrip()), (calls if self.parallel else calls[:1])
+        if self.call_format.tagged:
+            calls = [call for match in CALL.finditer(text) if (call := _call(match.group(1))) is not None]
+        else:  # unconstrained under auto: only the functions offered count
+            names = {t["function"]["name"] for t in self.tools}
+            calls = [call for call in _bare_calls(text, self.call_format) if call.name in names]
+        at = text.find(self.call_format.open)
+        if at < 0:
+            return text, calls
+        return text[:at].rstrip().removesuffix(PYTHON_TAG).rstrip(), (calls if self.parallel else calls[:1])
 
 
 def history(messages: list[dict], template_knows_tools: bool) -> list[dict]:
@@ -151,6 +195,9 @@ class ToolGrammar:
         self.vocab, self._grammar, self.lazy = vocab, grammar, lazy
 
     def rule(self):
+        """A row's rule; None where nothing constrains the reply (Llama 3's format under auto)."""
+        if self._grammar is None:
+            return None
         return LazyRule(self.vocab, self._grammar) if self.lazy else self._grammar.rule()
 
 
@@ -184,18 +231,18 @@ class ToolText:
     """Streamed content of a reply that may call tools: text is shown until a call may be starting, never after.
     Joined, the pieces are `ToolSet.parse`'s text (trailing blanks wait: a call may follow them)."""
 
-    def __init__(self):
-        self._held, self.calling = "", False
+    def __init__(self, call_format: ToolFormat = HERMES):
+        self._held, self.calling, self.open = "", False, call_format.open
 
     def feed(self, piece: str) -> str:
         if self.calling:
             return ""
         text = self._held + piece
-        at = text.find(OPEN)
+        at = text.find(self.open)
         if at >= 0:
             self.calling, self._held = True, ""
-            return text[:at].rstrip()
-        keep = max((k for k in range(1, len(OPEN)) if text.endswith(OPEN[:k])), default=0)
+            return text[:at].rstrip().removesuffix(PYTHON_TAG).rstrip()
+        keep = max((k for k in range(1, len(self.open)) if text.endswith(self.open[:k])), default=0)
         keep = len(text) - len(text[:len(text) - keep].rstrip())  # and the blanks before it
         self._held = text[len(text) - keep:] if keep else ""
         return text[:len(text) - keep]
@@ -227,14 +274,32 @@ def _arguments(function: dict) -> dict:
     return function["parameters"] if function["parameters"].get("type") else {**function["parameters"], "type": "object"}
 
 
-def _call(body: str) -> ToolCall | None:
-    try:
-        call = json.loads(body)
-    except json.JSONDecodeError:
+def _call(body: str | dict, key: str = "arguments") -> ToolCall | None:
+    if isinstance(body, str):
+        try:
+            body = json.loads(body)
+        except json.JSONDecodeError:
+            return None
+    if not isinstance(body, dict) or not isinstance(body.get("name"), str) or not isinstance(body.get(key, {}), dict):
         return None
-    if not isinstance(call, dict) or not isinstance(call.get("name"), str) or not isinstance(call.get("arguments", {}), dict):
-        return None
-    return ToolCall(call["name"], json.dumps(call.get("arguments", {}), ensure_ascii=False), "call_" + uuid.uuid4().hex[:24])
+    return ToolCall(body["name"], json.dumps(body.get(key, {}), ensure_ascii=False), "call_" + uuid.uuid4().hex[:24])
+
+
+def _bare_calls(text: str, call_format: ToolFormat) -> list[ToolCall]:
+    """Llama 3's calls: JSON objects that begin with call_format.open, one after another (blanks or ';' between)."""
+    calls, at, decoder = [], text.find(call_format.open), json.JSONDecoder()
+    while at >= 0:
+        try:
+            body, end = decoder.raw_decode(text, at)
+        except json.JSONDecodeError:
+            break
+        call = _call(body, call_format.key)
+        if call is None:
+            break
+        calls.append(call)
+        rest = text[end:].lstrip().removeprefix(";").lstrip()
+        at = len(text) - len(rest) if rest.startswith(call_format.open) else -1
+    return calls
 
 
 def _arguments_dict(arguments: Any) -> dict:

@@ -147,6 +147,8 @@ async def _generate(request: Request, parse) -> Response:
     lm: LanguageModel = served.model
     if req.chat and not lm.manifest.chat_template_file:
         raise bad_request(f"model '{req.model}' has no chat template; send a plain prompt to /v1/completions", "messages")
+    if req.tools is not None:  # calls in the format this model's template defines
+        req = replace(req, tools=req.tools.using(lm.tool_format))
     prompts = await run_in_threadpool(_encode, lm, req)
     max_new = _budget(request, lm, req, prompts)
     try:
@@ -243,7 +245,7 @@ async def _stream(shape: "Shape", jobs: list[Job], events: asyncio.Queue):
     rows leave the batch at the next step.
     """
     calls = shape.req.tools is not None
-    shown = {job.index: ToolText() for job in jobs} if calls else {}  # content stops where a call begins
+    shown = {job.index: ToolText(shape.req.tools.call_format) for job in jobs} if calls else {}  # content stops where a call begins
     raw = {job.index: [] for job in jobs}
     try:
         for job in jobs:

@@ -18,7 +18,7 @@ from edgelm.errors import GenerationError
 from edgelm.runtime import load
 from edgelm.runtime.chat_template import knows_tools, render_chat
 from edgelm.runtime.text_batch import TextBatch
-from edgelm.runtime.tools import CLOSE, OPEN, ToolSet, ToolText
+from edgelm.runtime.tools import CLOSE, HERMES as HERMES_FORMAT, LLAMA3, OPEN, ToolSet, ToolText, tool_format
 from tests.test_json_schema import leaf, objects
 
 WEATHER = {"type": "function", "function": {
@@ -56,6 +56,35 @@ HERMES = """{%- if tools %}<|im_start|>system
 {%- endfor %}
 {%- if add_generation_prompt %}<|im_start|>assistant
 {% endif %}"""
+
+
+# The custom-tools part of Meta's Llama 3.1 template (as transformers ships it; 3.2 and 3.3 ask the same), written
+# here for the test: tools in the first user message, one bare {"name", "parameters"} object per reply.
+LLAMA31 = """{{- bos_token }}
+{%- if messages[0]['role'] == 'system' %}{%- set system_message = messages[0]['content']|trim %}{%- set messages = messages[1:] %}
+{%- else %}{%- set system_message = "" %}{%- endif %}
+{{- "<|start_header_id|>system<|end_header_id|>\n\n" + system_message + "<|eot_id|>" }}
+{%- if tools is not none and tools %}
+{%- set first_user_message = messages[0]['content']|trim %}{%- set messages = messages[1:] %}
+{{- '<|start_header_id|>user<|end_header_id|>\n\n' -}}
+{{- "Given the following functions, please respond with a JSON for a function call with its proper arguments that best answers the given prompt.\n\n" }}
+{{- 'Respond in the format {"name": function name, "parameters": dictionary of argument name and its value}.' }}
+{{- "Do not use variables.\n\n" }}
+{%- for t in tools %}{{- t | tojson(indent=4) }}{{- "\n\n" }}{%- endfor %}
+{{- first_user_message + "<|eot_id|>"}}
+{%- endif %}
+{%- for message in messages %}
+{%- if not (message.role == 'ipython' or message.role == 'tool' or 'tool_calls' in message) %}
+{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' }}
+{%- elif 'tool_calls' in message %}
+{%- set tool_call = message.tool_calls[0].function %}
+{{- '<|start_header_id|>assistant<|end_header_id|>\n\n' -}}
+{{- '{"name": "' + tool_call.name + '", "parameters": ' + tool_call.arguments | tojson + "}<|eot_id|>" }}
+{%- else %}
+{{- "<|start_header_id|>ipython<|end_header_id|>\n\n" + message.content | tojson + "<|eot_id|>" }}
+{%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{%- endif %}"""
 
 
 @pytest.fixture(scope="module")
@@ -217,3 +246,52 @@ def test_the_python_stream_shows_the_text_before_a_call_and_returns_the_calls(lm
         if choice == "required" and streamed.finish_reason == "tool_calls":
             assert streamed.text == "" and streamed.tool_calls
             jsonschema.validate(json.loads(streamed.tool_calls[0].arguments), WEATHER["function"]["parameters"])
+
+
+# -- Llama 3's format ------------------------------------------------------------------------------
+def test_the_call_format_is_the_one_the_template_asks_for():
+    assert tool_format(LLAMA31, knows_tools(LLAMA31)) is LLAMA3
+    assert tool_format(HERMES, knows_tools(HERMES)) is HERMES_FORMAT
+    plain = "{% for m in messages %}{{ m.content }}{% endfor %}"  # knows no tools: told Hermes' format
+    assert tool_format(plain, knows_tools(plain)) is HERMES_FORMAT
+
+
+def test_a_llama3_reply_is_bare_objects_with_parameters():
+    toolset = ToolSet.of([WEATHER, TIME]).using(LLAMA3)
+    text, calls = toolset.parse('{"name": "get_weather", "parameters": {"city": "Oslo", "unit": "celsius"}}')
+    assert text == "" and [(c.name, json.loads(c.arguments)) for c in calls] == [("get_weather", {"city": "Oslo", "unit": "celsius"})]
+    text, calls = toolset.parse('<|python_tag|>{"name": "get_time", "parameters": {"zone": "CET"}}; '
+                                '{"name": "get_weather", "parameters": {"city": "Oslo"}}')
+    assert text == "" and [c.name for c in calls] == ["get_time", "get_weather"]
+    assert toolset.parse("Oslo is sunny today.") == ("Oslo is sunny today.", [])
+    assert toolset.parse('Sure. {"name": "get_weather", "param') == ("Sure.", [])  # cut by max_tokens
+    assert toolset.parse('{"name": "launch", "parameters": {}}') == ("", [])  # a function nobody offered
+    shown = ToolText(LLAMA3)
+    pieces = ["Sure", '. {"na', 'me": "get_time", ', '"parameters": {}}']
+    assert "".join(shown.feed(p) for p in pieces) + shown.finish() == "Sure." and shown.calling
+
+
+def test_llama3_forced_calls_are_one_bare_object_that_validates_and_auto_is_free(lm):
+    for reason, text, calls in decode(lm, ToolSet.of([WEATHER], "required").using(LLAMA3), list(range(4))):
+        assert reason == "eos" and text == "" and len(calls) == 1 and calls[0].name == "get_weather"
+        jsonschema.validate(json.loads(calls[0].arguments), WEATHER["function"]["parameters"])
+    assert ToolSet.of([WEATHER]).using(LLAMA3).grammar(lm.vocabulary()).rule() is None  # auto: parsed, not constrained
+
+
+def test_a_llama3_template_gets_tools_history_and_calls_in_its_own_format(lm, monkeypatch):
+    monkeypatch.setattr(lm, "_template", LLAMA31)
+    assert lm.tool_format is LLAMA3
+    toolset = ToolSet.of([WEATHER]).using(LLAMA3)
+    assert '"parameters": dictionary of argument name' in lm.render_chat(ASK, tools=toolset)
+    earlier = [*ASK, {"role": "assistant", "tool_calls": [{"type": "function", "function": {
+        "name": "get_weather", "arguments": '{"city": "Oslo", "unit": "celsius"}'}}]}, {"role": "tool", "content": "sunny"}]
+    assert '{"name": "get_weather", "parameters": {"city": "Oslo", "unit": "celsius"}}' in lm.render_chat(earlier, tools=toolset)
+    options = dict(chat=True, tools=[WEATHER], tool_choice="required", max_new_tokens=100, temperature=1.0,
+                   truncate_prompt=True)  # the tiny model's context is 128 tokens: the prompt's newest 28
+    made = [lm.complete([ASK], seed=seed, **options)[0] for seed in range(4)]
+    assert all(OPEN not in c.text and c.text == "" for c in made)
+    called = [c for c in made if c.finish_reason == "tool_calls"]
+    assert called and all(json.loads(lm.tokenizer.decode(c.token_ids, skip_special_tokens=True)).get("parameters")
+                          is not None for c in called)  # the model wrote Llama's object, not a Hermes block
+    for c in called:
+        jsonschema.validate(json.loads(c.tool_calls[0].arguments), WEATHER["function"]["parameters"])
