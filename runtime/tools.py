@@ -42,7 +42,6 @@ from edgelm.errors import GenerationError
 from edgelm.runtime.json_schema import COMPILE, Vocabulary
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
-PYTHON_TAG = "<|python_tag|>"  # Llama 3.1 may start a call with it (a special token; kept out of the reply's text)
 CALL = re.compile(re.escape(OPEN) + r"\s*(.*?)\s*" + re.escape(CLOSE), re.S)
 CHOICES = ("none", "auto", "required")
 NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # OpenAI's rule for function names
@@ -177,7 +176,7 @@ class ToolSet:
         at = text.find(self.call_format.open)
         if at < 0:
             return text, calls
-        return text[:at].rstrip().removesuffix(PYTHON_TAG).rstrip(), (calls if self.parallel else calls[:1])
+        return text[:at].rstrip(), (calls if self.parallel else calls[:1])
 
 
 def history(messages: list[dict], template_knows_tools: bool) -> list[dict]:
@@ -241,7 +240,7 @@ class ToolText:
         at = text.find(self.open)
         if at >= 0:
             self.calling, self._held = True, ""
-            return text[:at].rstrip().removesuffix(PYTHON_TAG).rstrip()
+            return text[:at].rstrip()
         keep = max((k for k in range(1, len(self.open)) if text.endswith(self.open[:k])), default=0)
         keep = len(text) - len(text[:len(text) - keep].rstrip())  # and the blanks before it
         self._held = text[len(text) - keep:] if keep else ""

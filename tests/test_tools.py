@@ -260,7 +260,7 @@ def test_a_llama3_reply_is_bare_objects_with_parameters():
     toolset = ToolSet.of([WEATHER, TIME]).using(LLAMA3)
     text, calls = toolset.parse('{"name": "get_weather", "parameters": {"city": "Oslo", "unit": "celsius"}}')
     assert text == "" and [(c.name, json.loads(c.arguments)) for c in calls] == [("get_weather", {"city": "Oslo", "unit": "celsius"})]
-    text, calls = toolset.parse('<|python_tag|>{"name": "get_time", "parameters": {"zone": "CET"}}; '
+    text, calls = toolset.parse('{"name": "get_time", "parameters": {"zone": "CET"}}; '
                                 '{"name": "get_weather", "parameters": {"city": "Oslo"}}')
     assert text == "" and [c.name for c in calls] == ["get_time", "get_weather"]
     assert toolset.parse("Oslo is sunny today.") == ("Oslo is sunny today.", [])
