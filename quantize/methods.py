@@ -363,9 +363,9 @@ def weight_only(src: Path, dst: Path, options: QuantizeOptions, keep: list[str],
 
         fine = [n for n in gated_product_matmuls(model) if n not in keep]
         others = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.name not in fine]
-        model = _matmul_nbits(model, 8, min(GATED_BLOCK, options.block), Algorithm.RTN, exclude=others, ops=("MatMul",),
-                              symmetric=True)
-        extra["gated_block_size"] = min(GATED_BLOCK, options.block) if fine else None
+        gated_block = min(GATED_BLOCK, options.block)
+        model = _matmul_nbits(model, 8, gated_block, Algorithm.RTN, exclude=others, ops=("MatMul",), symmetric=True)
+        extra["gated_block_size"] = gated_block if fine else None
     lookups = ("Gather",) if bits == 4 and not shared else ()  # onnxruntime's quantizer writes only 4-bit lookups
     algorithm = Algorithm.HQQ if options.rounding is Algorithm.HQQ else Algorithm.RTN  # onnxruntime's pass
     symmetric = bits == 8  # int4: a zero point per block (RTN; HQQ fits its own)

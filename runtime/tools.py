@@ -155,8 +155,8 @@ class ToolSet:
                 "x-guidance": COMPILE}
         body = "%json " + json.dumps(call)
         if not self.call_format.tagged:  # one bare object: the whole reply when forced, free text under auto
-            lark = f"start: {body}" if self.forced else None
-            return ToolGrammar(vocab, lark and vocab.compile_lark(lark, "the tools' parameters"), lazy=False)
+            grammar = vocab.compile_lark(f"start: {body}", "the tools' parameters") if self.forced else None
+            return ToolGrammar(vocab, grammar, lazy=False)
         if self.forced:
             more = ' ("\\n" block)*' if self.parallel else ""
             lark = f'start: block{more}\nblock: "{OPEN}\\n" {body} "\\n{CLOSE}"'

@@ -56,7 +56,7 @@ def test_before_any_measurement_a_chunk_is_small(monkeypatch):
     sizer.stepped(1.0, prompt_waiting=True)  # a step while prefilling took longer than the whole budget
     assert sizer.tokens(0) == MIN_CHUNK
     monkeypatch.setattr(chunk_sizer, "MAX_CHUNK", 100)
-    fast = measured([(32, 0)])
-    fast._chunks.clear()
+    fast = ChunkSizer()
+    fast.stepped(0.020, prompt_waiting=False)
     fast.prefilled(1000, 0, 1e-4)
     assert fast.tokens(0) == 100

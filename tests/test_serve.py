@@ -312,16 +312,16 @@ def test_the_next_chat_turn_reuses_the_cached_prefix_and_answers_as_a_cold_start
     system = {"role": "system", "content": "You answer questions about the weather in a kiosk in a train station. " * 6}
     turn = [system, {"role": "user", "content": "Is it going to rain in Paris today?"}]
     first = chat(server, turn, max_tokens=16, temperature=0).choices[0].message.content
-    assert_next_turn_reuses_the_first(server, lm, turn, first, "And tomorrow?")
+    assert_next_turn_reuses_the_first(server, lm, turn, first, "And tomorrow?", max_tokens=16)
 
 
-def assert_next_turn_reuses_the_first(server, lm, turn: list[dict], first: str, question: str) -> None:
+def assert_next_turn_reuses_the_first(server, lm, turn: list[dict], first: str, question: str, max_tokens: int) -> None:
     """The chat's next turn (TURN, its answer FIRST, then QUESTION) prefills only what the cache does not hold: one
-    hit, at least the first turn's prompt reused; its answer equals the runtime's cold."""
+    hit, at least the first turn's prompt reused; its MAX_TOKENS answer equals the runtime's cold."""
     hits, reused = server.metric("edgelm_prefix_cache_hits_total"), server.metric("edgelm_prefix_cache_tokens_reused_total")
     turn = [*turn, {"role": "assistant", "content": first}, {"role": "user", "content": question}]
-    got = chat(server, turn, max_tokens=12, temperature=0).choices[0].message.content
-    assert got == lm.generate(turn, max_new_tokens=12, temperature=0)
+    got = chat(server, turn, max_tokens=max_tokens, temperature=0).choices[0].message.content
+    assert got == lm.generate(turn, max_new_tokens=max_tokens, temperature=0)
     assert server.metric("edgelm_prefix_cache_hits_total") == hits + 1
     assert server.metric("edgelm_prefix_cache_tokens_reused_total") - reused >= len(lm.encode(turn[:2]))
 
@@ -450,7 +450,7 @@ def test_a_chat_whose_slot_was_taken_gets_its_prefix_back_from_the_pool(server, 
     first = chat(server, turn, max_tokens=12, temperature=0).choices[0].message.content
     with concurrent.futures.ThreadPoolExecutor(4) as pool:  # every slot busy at once: the chat's slot is taken
         list(pool.map(lambda m: chat(server, m, max_tokens=24, temperature=0), CHAT))
-    assert_next_turn_reuses_the_first(server, lm, turn, first, "And the last one?")
+    assert_next_turn_reuses_the_first(server, lm, turn, first, "And the last one?", max_tokens=12)
     assert server.metric("edgelm_prefix_pool_bytes", 'model="smol"') > 0
 
 
